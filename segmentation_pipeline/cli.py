@@ -1,0 +1,135 @@
+"""The `segmentation` command: run the Dagster job, query the warehouse, make test data.
+
+`run` executes `segmentation_job` through Dagster (in this process, recorded in
+DAGSTER_HOME so it shows in the UI's run history) and exits 0 only when new results
+were published. `sql` reads the published warehouse read-only, which never blocks a
+refresh because refreshes replace the file instead of writing into it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from segmentation_pipeline.core import locations
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args))
+    except KeyboardInterrupt:
+        print("interrupted; the published warehouse is unchanged", file=sys.stderr)
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="segmentation", description="Customer segmentation on Dagster and DuckDB."
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="ingest, check, segment and publish (segmentation_job)")
+    run.add_argument("--source", type=Path, help=f"input CSV (default ${locations.SOURCE_ENV})")
+    run.add_argument(
+        "--warehouse", type=Path, help=f"published DuckDB file (default ${locations.WAREHOUSE_ENV})"
+    )
+    run.add_argument(
+        "--max-reject-fraction",
+        type=float,
+        help="fail and publish nothing when a larger share of rows is rejected (default 0.01)",
+    )
+    run.add_argument("--engine", choices=("local", "spark"), help="engine for the heavy steps")
+    run.set_defaults(handler=_run)
+
+    sql = commands.add_parser("sql", help="query the published warehouse (read-only)")
+    sql.add_argument("query", help='SQL, e.g. "SELECT * FROM customers LIMIT 5"')
+    sql.add_argument("--warehouse", type=Path, help="published DuckDB file")
+    sql.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    sql.set_defaults(handler=_sql)
+
+    generate = commands.add_parser("generate", help="write a synthetic customer CSV")
+    generate.add_argument("--rows", type=int, required=True)
+    generate.add_argument("--out", type=Path, required=True)
+    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument(
+        "--with-truth",
+        action="store_true",
+        help="add a latent_segment column (ignored by ingest) for benchmarks",
+    )
+    generate.set_defaults(handler=_generate)
+    return parser
+
+
+def _run(args: argparse.Namespace) -> int:
+    from segmentation_pipeline.runner import run_segmentation_job
+
+    if args.warehouse is not None:
+        os.environ[locations.WAREHOUSE_ENV] = str(args.warehouse.expanduser().resolve())
+    if args.source is not None:
+        os.environ[locations.SOURCE_ENV] = str(args.source.expanduser().resolve())
+    settings: dict[str, object] = {}
+    if args.max_reject_fraction is not None:
+        settings["max_reject_fraction"] = args.max_reject_fraction
+    if args.engine is not None:
+        settings["engine"] = args.engine
+    outcome = run_segmentation_job(settings)
+    if not outcome.published:
+        print(f"segmentation run failed (run {outcome.run_id}):", file=sys.stderr)
+        for problem in outcome.problems:
+            print(f"  {problem}", file=sys.stderr)
+        print(f"The published warehouse {outcome.warehouse} is unchanged.", file=sys.stderr)
+        return EXIT_FAILED
+    print(outcome.summary)
+    return EXIT_OK
+
+
+def _sql(args: argparse.Namespace) -> int:
+    import duckdb
+
+    from segmentation_pipeline.core.warehouse import Warehouse
+
+    path = (args.warehouse or locations.warehouse_path()).expanduser().resolve()
+    try:
+        con = Warehouse(path).connect_read_only()
+    except (FileNotFoundError, duckdb.Error) as error:
+        print(f"segmentation sql: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    try:
+        frame = con.execute(args.query).df()
+    except duckdb.Error as error:
+        print(f"segmentation sql: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    finally:
+        con.close()
+    if args.format == "csv":
+        frame.to_csv(sys.stdout, index=False)
+    elif args.format == "json":
+        print(frame.to_json(orient="records", date_format="iso", indent=2))
+    else:
+        print(frame.to_string(index=False) if not frame.empty else "(no rows)")
+    return EXIT_OK
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from segmentation_pipeline.core.generate import write_customers_csv
+
+    if args.rows <= 0:
+        print("segmentation generate: --rows must be positive", file=sys.stderr)
+        return EXIT_USAGE
+    path = write_customers_csv(args.out, rows=args.rows, seed=args.seed, with_truth=args.with_truth)
+    print(json.dumps({"path": str(path), "rows": args.rows, "seed": args.seed}))
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

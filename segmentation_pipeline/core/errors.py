@@ -1,0 +1,45 @@
+"""Errors that stop a run, worded for the person who has to fix the input."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class InputError(Exception):
+    """The input file cannot be used as a whole: missing, empty, malformed or unreadable.
+
+    It names the file and, where known, the line, the column and the offending value, so that
+    whoever reads the message can open the file at the right place.
+    """
+
+    def __init__(
+        self,
+        source: Path | str,
+        reason: str,
+        *,
+        line: int | None = None,
+        column: str | None = None,
+        value: str | None = None,
+    ) -> None:
+        self.source = str(source)
+        self.reason = reason
+        self.line = line
+        self.column = column
+        self.value = value
+        super().__init__(self.describe())
+
+    def describe(self) -> str:
+        """One line: 'file.csv, line 3, column age, value '-5': out of range 0..120'."""
+        where = [self.source]
+        if self.line is not None:
+            where.append(f"line {self.line}")
+        if self.column is not None:
+            where.append(f"column {self.column}")
+        if self.value is not None:
+            shown = self.value if len(self.value) <= 80 else self.value[:77] + "..."
+            where.append(f"value {shown!r}")
+        return f"{', '.join(where)}: {self.reason}"
+
+
+class PublishError(Exception):
+    """The work database failed its last validation, so it was not published."""

@@ -1,0 +1,362 @@
+"""Load a customer CSV into the work database: strict parse, row rules, quarantine.
+
+DuckDB reads the file with a pinned dialect (no sniffing), every column as text, so
+that no value is silently coerced. The row rules of the schema are then applied in SQL
+over the whole load (never a count-only query, which could skip bad values). Rows that
+break a rule go to ``rejected_rows`` with their physical line number and a reason;
+exact duplicate rows collapse into one; ids that appear with conflicting values are
+rejected on every line where they occur, since nothing says which line is right.
+"""
+
+from __future__ import annotations
+
+import re
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import duckdb
+
+from segmentation_pipeline.core.errors import InputError
+from segmentation_pipeline.core.schema import (
+    CANONICAL_COLUMNS,
+    MISSING_TOKENS,
+    Column,
+)
+from segmentation_pipeline.core.source_file import (
+    SourceHeader,
+    SourceScan,
+    check_source_file,
+    read_header,
+    scan_source,
+)
+
+# A plain decimal number: optional sign, digits with an optional fraction, optional exponent.
+# Stricter than DuckDB's cast, which also takes '1_000' and rounds '35.5' into an INTEGER.
+NUMBER_PATTERN = r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?"
+CSV_OPTIONS = (
+    "header = true, delim = ',', quote = '\"', escape = '\"', auto_detect = false, "
+    "strict_mode = true, null_padding = false, encoding = 'utf-8'"
+)
+_MAX_LINES_IN_REASON = 10
+_NO_PROBLEM = " AND ".join(f"problem_{c.name} IS NULL" for c in CANONICAL_COLUMNS)
+
+
+@dataclass(frozen=True)
+class IngestSummary:
+    """What one load did, for metadata, checks and the ``ingest_runs`` table."""
+
+    source: str
+    source_sha256: str
+    size_bytes: int
+    n_rows_read: int
+    n_customers: int
+    n_rejected: int
+    n_duplicates_collapsed: int
+    columns: dict[str, str] = field(default_factory=dict)
+    ignored_columns: tuple[str, ...] = ()
+
+    @property
+    def reject_fraction(self) -> float:
+        """Share of data rows quarantined; 0 for a file without data rows."""
+        return self.n_rejected / self.n_rows_read if self.n_rows_read else 0.0
+
+
+def stage_customers(con: duckdb.DuckDBPyConnection, source: Path, run_id: str) -> IngestSummary:
+    """Load ``source`` into ``customers``, quarantine bad rows, record the load.
+
+    Raises InputError for file-level problems; the work database is then left without a
+    new ``customers`` table, and nothing published is touched.
+    """
+    source = Path(source)
+    check_source_file(source)
+    header = read_header(source)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        scan_future = pool.submit(scan_source, source)
+        _load_staging_table(con, source, header)
+        scan = scan_future.result()
+    n_rows = _scalar(con, "SELECT count(*) FROM _staged_rows")
+    if n_rows == 0:
+        raise InputError(source, "the file has a header but no customer rows", line=2)
+    # Row positions come from rowid, which is only a plain 0-based position for committed
+    # tables (inside a transaction new rows get provisional ids), so all staging happens
+    # before the one transaction that writes the results.
+    _group_valid_rows_by_id(con)
+    n_rejected = _locate_rejects(con, source, header, scan, n_rows)
+    con.execute("BEGIN TRANSACTION")
+    try:
+        _write_customers(con)
+        _write_rejected_rows(con, source, run_id)
+        n_customers = _scalar(con, "SELECT count(*) FROM customers")
+        n_valid = _scalar(con, "SELECT sum(n_rows) FROM _id_groups WHERE NOT conflicting")
+        summary = IngestSummary(
+            source=str(source),
+            source_sha256=scan.sha256,
+            size_bytes=scan.size_bytes,
+            n_rows_read=n_rows,
+            n_customers=n_customers,
+            n_rejected=n_rejected,
+            n_duplicates_collapsed=n_valid - n_customers,
+            columns={name: header.header_for(name) for name in header.positions},
+            ignored_columns=header.ignored,
+        )
+        _record_ingest_run(con, summary, run_id)
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("ROLLBACK")
+        raise
+    finally:
+        for table in ("_rejects", "_id_groups", "_staged_rows"):
+            con.execute(f"DROP TABLE IF EXISTS {table}")
+    return summary
+
+
+def _load_staging_table(con: duckdb.DuckDBPyConnection, source: Path, header: SourceHeader) -> None:
+    """Parse the whole file as text; DuckDB's strict reader names the line of a broken row."""
+    raw = {c.name: f"c{header.positions[c.name]}" for c in CANONICAL_COLUMNS}
+    selected = ", ".join(f"{raw[c.name]} AS raw_{c.name}" for c in CANONICAL_COLUMNS)
+    problems = ", ".join(
+        f"{_problem_sql(c, 'raw_' + c.name)} AS problem_{c.name}" for c in CANONICAL_COLUMNS
+    )
+    sql = f"""
+        CREATE OR REPLACE TABLE _staged_rows AS
+        SELECT *, {problems}
+        FROM (SELECT {selected} FROM read_csv($source, {_read_options(header)}))
+    """  # noqa: S608 - identifiers are generated positions, the path is a bound parameter
+    try:
+        con.execute(sql, {"source": str(source)})
+    except duckdb.Error as error:
+        raise _csv_error(source, error) from None
+
+
+def _read_options(header: SourceHeader) -> str:
+    """The pinned reader options with every column of the header read as text."""
+    columns = ", ".join(f"'c{i}': 'VARCHAR'" for i in range(len(header.cells)))
+    return f"{CSV_OPTIONS}, columns = {{{columns}}}"
+
+
+def _problem_sql(column: Column, raw: str) -> str:
+    """SQL giving why a raw text value breaks the column's rule, or NULL when it is fine."""
+    tokens = ", ".join(f"'{token}'" for token in MISSING_TOKENS)
+    missing = f"{raw} IS NULL OR lower(trim({raw})) IN ({tokens})"
+    if column.kind == "text":
+        return f"CASE WHEN {missing} THEN 'missing value' END"
+    value = f"TRY_CAST(trim({raw}) AS DOUBLE)"
+    cases = [
+        f"WHEN {missing} THEN 'missing value'",
+        f"WHEN NOT regexp_full_match(trim({raw}), '{NUMBER_PATTERN}') THEN 'is not a number'",
+    ]
+    if column.kind == "integer":
+        cases.append(f"WHEN {value} <> floor({value}) THEN 'is not a whole number'")
+    if column.minimum is not None and column.maximum is not None:
+        bounds = f"{column.minimum:g} to {column.maximum:g}"
+        cases.append(
+            f"WHEN {value} NOT BETWEEN {column.minimum} AND {column.maximum} "
+            f"THEN 'is out of range ({bounds})'"
+        )
+    elif column.minimum is not None:
+        cases.append(
+            f"WHEN {value} < {column.minimum} THEN 'is below the minimum ({column.minimum:g})'"
+        )
+    return f"CASE {' '.join(cases)} END"
+
+
+def _group_valid_rows_by_id(con: duckdb.DuckDBPyConnection) -> None:
+    """Group valid rows by id: exact duplicates collapse, conflicting ids are marked."""
+    typed = ", ".join(f"{_typed_sql(c)} AS {c.name}" for c in CANONICAL_COLUMNS)
+    value_columns = [c.name for c in CANONICAL_COLUMNS if c.name != "customer_id"]
+    firsts = ", ".join(f"min({name}) AS {name}" for name in value_columns)
+    differs = " OR ".join(f"min({name}) <> max({name})" for name in value_columns)
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE _id_groups AS
+        SELECT customer_id, count(*) AS n_rows, {firsts}, ({differs}) AS conflicting
+        FROM (SELECT {typed} FROM _staged_rows WHERE {_NO_PROBLEM})
+        GROUP BY customer_id
+    """)  # noqa: S608 - generated from the fixed schema
+
+
+def _write_customers(con: duckdb.DuckDBPyConnection) -> None:
+    """The clean customer table, one row per id, in a stable order."""
+    names = ", ".join(c.name for c in CANONICAL_COLUMNS)
+    con.execute(f"""
+        CREATE OR REPLACE TABLE customers AS
+        SELECT {names} FROM _id_groups WHERE NOT conflicting ORDER BY customer_id
+    """)  # noqa: S608 - generated from the fixed schema
+
+
+def _typed_sql(column: Column) -> str:
+    raw = f"trim(raw_{column.name})"
+    if column.kind == "text":
+        return raw
+    return f"CAST(CAST({raw} AS DOUBLE) AS {column.sql_type})"
+
+
+def _locate_rejects(
+    con: duckdb.DuckDBPyConnection,
+    source: Path,
+    header: SourceHeader,
+    scan: SourceScan,
+    n_rows: int,
+) -> int:
+    """Collect the rows that break a rule, with reasons and line numbers; return how many."""
+    problem_parts = ", ".join(
+        f"CASE WHEN problem_{c.name} IS NOT NULL THEN '{c.name}: ' "
+        f"|| coalesce('''' || raw_{c.name} || ''' ', '') || problem_{c.name} END"
+        for c in CANONICAL_COLUMNS
+    )
+    first_column = " ".join(
+        f"WHEN problem_{c.name} IS NOT NULL THEN '{c.name}'" for c in CANONICAL_COLUMNS
+    )
+    first_value = " ".join(
+        f"WHEN problem_{c.name} IS NOT NULL THEN raw_{c.name}" for c in CANONICAL_COLUMNS
+    )
+    con.execute(f"""
+        CREATE OR REPLACE TEMP TABLE _rejects AS
+        SELECT rowid AS row_index, raw_customer_id AS customer_id,
+               CASE {first_column} END AS column_name,
+               CASE {first_value} END AS value,
+               concat_ws('; ', {problem_parts}) AS reason,
+               false AS conflicting
+        FROM _staged_rows WHERE NOT ({_NO_PROBLEM})
+        UNION ALL
+        SELECT rowid, trim(raw_customer_id), 'customer_id', trim(raw_customer_id), NULL, true
+        FROM _staged_rows
+        WHERE {_NO_PROBLEM} AND trim(raw_customer_id) IN
+            (SELECT customer_id FROM _id_groups WHERE conflicting)
+    """)  # noqa: S608 - generated from the fixed schema
+    _add_line_numbers(con, source, header, scan, n_rows)
+    return _scalar(con, "SELECT count(*) FROM _rejects")
+
+
+def _write_rejected_rows(con: duckdb.DuckDBPyConnection, source: Path, run_id: str) -> None:
+    """Replace this run's quarantine rows; earlier runs' rows stay as history."""
+    con.execute(
+        """
+        CREATE TABLE IF NOT EXISTS rejected_rows (
+            run_id VARCHAR, line_number BIGINT, reason VARCHAR, source VARCHAR,
+            column_name VARCHAR, value VARCHAR, customer_id VARCHAR)
+        """
+    )
+    con.execute("DELETE FROM rejected_rows WHERE run_id = $run_id", {"run_id": run_id})
+    con.execute(
+        f"""
+        INSERT INTO rejected_rows
+        SELECT $run_id, line_number,
+               CASE WHEN conflicting THEN
+                   'customer_id: ''' || customer_id || ''' conflicting duplicate, the same id '
+                   || 'has different values on lines '
+                   || array_to_string(list_slice(list(line_number) OVER (
+                        PARTITION BY customer_id ORDER BY line_number
+                        ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING),
+                        1, {_MAX_LINES_IN_REASON}), ', ')
+               ELSE reason END,
+               $source, column_name, value, customer_id
+        FROM _rejects ORDER BY line_number
+        """,  # noqa: S608 - only a constant is formatted in
+        {"run_id": run_id, "source": str(source)},
+    )
+
+
+def _add_line_numbers(
+    con: duckdb.DuckDBPyConnection,
+    source: Path,
+    header: SourceHeader,
+    scan: SourceScan,
+    n_rows: int,
+) -> None:
+    """Turn row positions into physical line numbers of the file.
+
+    Row i (0-based) starts on line i + 2 (after the header), moved down by every blank
+    line DuckDB skipped before it and by every newline inside quoted fields of earlier rows.
+    """
+    con.execute("ALTER TABLE _rejects ADD COLUMN line_number BIGINT")
+    con.execute("UPDATE _rejects SET line_number = row_index + 2")
+    if scan.newline_count > n_rows + 1 + len(scan.blank_lines):
+        _shift_for_embedded_newlines(con, source, header)
+    if scan.blank_lines:
+        # The j-th blank line (1-based) at line b displaces every row whose unshifted line
+        # number is at least b - j + 1.
+        thresholds = [b - j for j, b in enumerate(scan.blank_lines)]
+        con.execute(
+            "UPDATE _rejects SET line_number = line_number + "
+            "len(list_filter($thresholds, lambda t: t <= line_number))",
+            {"thresholds": thresholds},
+        )
+
+
+def _shift_for_embedded_newlines(
+    con: duckdb.DuckDBPyConnection, source: Path, header: SourceHeader
+) -> None:
+    """Add the newlines that quoted fields of earlier rows contain (rare, so a second read)."""
+    newline_count = "len(regexp_extract_all(concat_ws(chr(31), *COLUMNS(*)), '\\n'))"
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE _row_newlines AS
+        SELECT {newline_count} AS n FROM read_csv($source, {_read_options(header)})
+        """,  # noqa: S608 - constants only
+        {"source": str(source)},
+    )
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE _row_shift AS
+        SELECT rowid AS row_index,
+               coalesce(sum(n) OVER (ORDER BY rowid ROWS BETWEEN UNBOUNDED PRECEDING
+                                     AND 1 PRECEDING), 0) AS newlines_before
+        FROM _row_newlines
+    """)
+    con.execute("""
+        UPDATE _rejects SET line_number = line_number + s.newlines_before
+        FROM _row_shift AS s WHERE s.row_index = _rejects.row_index
+    """)
+    con.execute("DROP TABLE _row_shift")
+    con.execute("DROP TABLE _row_newlines")
+
+
+def _record_ingest_run(con: duckdb.DuckDBPyConnection, summary: IngestSummary, run_id: str) -> None:
+    con.execute(
+        """
+        CREATE TABLE IF NOT EXISTS ingest_runs (
+            run_id VARCHAR, loaded_at TIMESTAMPTZ, source VARCHAR, source_sha256 VARCHAR,
+            size_bytes BIGINT, n_rows_read BIGINT, n_customers BIGINT, n_rejected BIGINT,
+            n_duplicates_collapsed BIGINT)
+        """
+    )
+    con.execute("DELETE FROM ingest_runs WHERE run_id = $run_id", {"run_id": run_id})
+    con.execute(
+        "INSERT INTO ingest_runs VALUES ($run_id, now(), $source, $sha, $size, $rows, "
+        "$customers, $rejected, $duplicates)",
+        {
+            "run_id": run_id,
+            "source": summary.source,
+            "sha": summary.source_sha256,
+            "size": summary.size_bytes,
+            "rows": summary.n_rows_read,
+            "customers": summary.n_customers,
+            "rejected": summary.n_rejected,
+            "duplicates": summary.n_duplicates_collapsed,
+        },
+    )
+
+
+def _csv_error(source: Path, error: duckdb.Error) -> InputError:
+    """Reword DuckDB's reader error as an InputError that names the line and the reason."""
+    message = str(error)
+    line_match = re.search(r"CSV Error on Line: (\d+)", message)
+    # "Original Line: <row, possibly over several lines>\n<reason>\n\nPossible fixes: ..."
+    block = re.search(r"Original Line: ?(.*?)(?:\nPossible|$)", message, flags=re.DOTALL)
+    lines = [text.strip() for text in block.group(1).splitlines()] if block else []
+    lines = [text for text in lines if text]
+    reason = lines[-1] if lines else message.strip().splitlines()[0]
+    original = " ".join(lines[:-1]) if len(lines) > 1 else None
+    if "not utf-8 encoded" in reason.lower():
+        reason = "not UTF-8 text (invalid byte sequence); save the file as UTF-8"
+    return InputError(
+        source,
+        f"malformed CSV row: {reason}",
+        line=int(line_match.group(1)) if line_match else None,
+        value=original,
+    )
+
+
+def _scalar(con: duckdb.DuckDBPyConnection, sql: str) -> int:
+    row = con.execute(sql).fetchone()
+    return int(row[0]) if row and row[0] is not None else 0

@@ -1,0 +1,68 @@
+"""The customer schema: canonical columns, accepted header spellings, value rules.
+
+One place defines what a customer row is, so that ingest, checks, features and the
+report all agree on names, types and ranges.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Column:
+    """A canonical input column and the rule its values must satisfy."""
+
+    name: str
+    sql_type: str
+    kind: str  # "text", "integer" or "number"
+    minimum: float | None = None
+    maximum: float | None = None
+    rule: str = ""
+
+
+CUSTOMER_ID = Column("customer_id", "VARCHAR", "text", rule="non-empty, unique, kept as text")
+GENDER = Column("gender", "VARCHAR", "text", rule="non-empty text, kept as given")
+AGE = Column("age", "INTEGER", "integer", 0, 120, rule="integer 0 to 120")
+ANNUAL_INCOME = Column(
+    "annual_income", "DOUBLE", "number", 0, None, rule="number >= 0 (thousands of dollars)"
+)
+SPENDING_SCORE = Column("spending_score", "INTEGER", "integer", 1, 100, rule="integer 1 to 100")
+
+CANONICAL_COLUMNS: tuple[Column, ...] = (CUSTOMER_ID, GENDER, AGE, ANNUAL_INCOME, SPENDING_SCORE)
+CANONICAL_NAMES: tuple[str, ...] = tuple(c.name for c in CANONICAL_COLUMNS)
+COLUMNS_BY_NAME: dict[str, Column] = {c.name: c for c in CANONICAL_COLUMNS}
+
+# Columns usable as clustering features. "gender" enters as a 0/1 female indicator.
+FEATURE_COLUMNS: tuple[str, ...] = ("age", "annual_income", "spending_score", "gender")
+DEFAULT_FEATURES: tuple[str, ...] = ("age", "annual_income", "spending_score")
+
+# Header spellings, compared after normalising (lower case, letters and digits only).
+HEADER_ALIASES: dict[str, str] = {
+    "customerid": "customer_id",
+    "customer": "customer_id",
+    "id": "customer_id",
+    "gender": "gender",
+    "genre": "gender",
+    "sex": "gender",
+    "age": "age",
+    "annualincome": "annual_income",
+    "annualincomek": "annual_income",
+    "income": "annual_income",
+    "spendingscore": "spending_score",
+    "spendingscore1100": "spending_score",
+}
+
+# Text values that mean "no value" in exported spreadsheets.
+MISSING_TOKENS: tuple[str, ...] = ("", "?", "na", "n/a", "nan", "null", "none", "-")
+
+
+def normalise_header(name: str) -> str:
+    """Letters and digits only, lower case: 'Annual Income (k$)' becomes 'annualincomek'."""
+    return re.sub(r"[^0-9a-z]", "", name.strip().lower())
+
+
+def canonical_name(header_cell: str) -> str | None:
+    """The canonical column a header cell stands for, or None for an unknown column."""
+    return HEADER_ALIASES.get(normalise_header(header_cell))

@@ -1,0 +1,178 @@
+"""File-level checks of the input CSV, done before DuckDB reads it.
+
+DuckDB's reader with a fixed column list does not compare header names, and a
+skipped blank line shifts every later row number. So the header is read and
+mapped here, and one streaming pass over the bytes records the file's checksum and
+where its blank lines are, so that rejected rows can be reported at their real line.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from segmentation_pipeline.core.errors import InputError
+from segmentation_pipeline.core.schema import CANONICAL_NAMES, canonical_name
+
+_CHUNK_BYTES = 8 << 20
+_OTHER_DELIMITERS = ((";", "semicolons"), ("\t", "tabs"), ("|", "pipes"))
+_EXAMPLE_HEADER = "CustomerID,Gender,Age,Annual Income (k$),Spending Score (1-100)"
+
+
+@dataclass(frozen=True)
+class SourceHeader:
+    """The header row and which position holds each canonical column."""
+
+    cells: tuple[str, ...]
+    positions: dict[str, int]
+    ignored: tuple[str, ...]
+
+    def header_for(self, canonical: str) -> str:
+        """The header cell as written in the file, for messages that point at a column."""
+        return self.cells[self.positions[canonical]]
+
+
+@dataclass(frozen=True)
+class SourceScan:
+    """What one pass over the raw bytes tells: content hash, size and line structure."""
+
+    sha256: str
+    size_bytes: int
+    newline_count: int
+    blank_lines: tuple[int, ...]
+
+
+def check_source_file(source: Path) -> None:
+    """Fail early with a plain reason when the path cannot be a CSV input."""
+    if not source.exists():
+        raise InputError(source, "file not found")
+    if source.is_dir():
+        raise InputError(source, "is a directory, not a CSV file")
+    if not source.is_file():
+        raise InputError(source, "is not a regular file")
+    if source.stat().st_size == 0:
+        raise InputError(source, "file is empty; expected a header line and customer rows")
+
+
+def read_header(source: Path) -> SourceHeader:
+    """Read and map the header line, or explain exactly why it is not usable."""
+    with source.open("rb") as handle:
+        first_line = handle.readline(1 << 20)
+    try:
+        text = first_line.decode("utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise InputError(
+            source,
+            f"not UTF-8 text (byte 0x{first_line[error.start]:02x} at position "
+            f"{error.start + 1}); save the file as UTF-8",
+            line=1,
+        ) from None
+    text = text.rstrip("\r\n")
+    if not text.strip():
+        raise InputError(source, "the first line is empty; expected the header", line=1)
+    cells = tuple(cell.strip() for cell in next(csv.reader([text])))
+    return map_header(source, cells)
+
+
+def map_header(source: Path, cells: tuple[str, ...]) -> SourceHeader:
+    """Match header cells to canonical columns; unknown columns are kept aside and ignored."""
+    if len(cells) == 1:
+        for delimiter, name in _OTHER_DELIMITERS:
+            if delimiter in cells[0]:
+                raise InputError(
+                    source,
+                    f"the header is separated by {name}; the input must be comma-separated",
+                    line=1,
+                    value=cells[0],
+                )
+    positions: dict[str, int] = {}
+    ignored: list[str] = []
+    for index, cell in enumerate(cells):
+        name = canonical_name(cell)
+        if name is None:
+            ignored.append(cell)
+        elif name in positions:
+            raise InputError(
+                source,
+                f"columns {cells[positions[name]]!r} and {cell!r} both mean {name}",
+                line=1,
+            )
+        else:
+            positions[name] = index
+    missing = [name for name in CANONICAL_NAMES if name not in positions]
+    if missing:
+        raise InputError(
+            source,
+            f"missing required column(s): {', '.join(missing)} (header has: {', '.join(cells)};"
+            f" expected for example {_EXAMPLE_HEADER})",
+            line=1,
+        )
+    return SourceHeader(cells=cells, positions=positions, ignored=tuple(ignored))
+
+
+def scan_source(source: Path, chunk_bytes: int = _CHUNK_BYTES) -> SourceScan:
+    """Hash the file and find its blank lines in one streaming pass (flat memory).
+
+    Blank lines are found as a newline directly followed by another (optionally after a
+    carriage return). A blank line inside a quoted multi-line field would be counted too;
+    such files are vanishingly rare for customer tables and only shift reported lines.
+    """
+    digest = hashlib.sha256()
+    size = 0
+    newlines = 0
+    blank_offsets: list[int] = []
+    tail = b""
+    with source.open("rb") as handle:
+        while chunk := handle.read(chunk_bytes):
+            digest.update(chunk)
+            window = tail + chunk
+            base = size - len(tail)
+            for pattern in (b"\n\n", b"\n\r\n"):
+                start = 0
+                while (found := window.find(pattern, start)) != -1:
+                    if found + len(pattern) > len(tail):  # not already seen in the last chunk
+                        blank_offsets.append(base + found)
+                    start = found + 1
+            newlines += chunk.count(b"\n")
+            size += len(chunk)
+            tail = window[-2:]
+    blank_lines = (
+        _line_numbers_after(source, sorted(set(blank_offsets)), chunk_bytes)
+        if blank_offsets
+        else ()
+    )
+    return SourceScan(
+        sha256=digest.hexdigest(),
+        size_bytes=size,
+        newline_count=newlines,
+        blank_lines=blank_lines,
+    )
+
+
+def _line_numbers_after(
+    source: Path, newline_offsets: list[int], chunk_bytes: int
+) -> tuple[int, ...]:
+    """Physical line number of the line that starts after each given newline byte offset.
+
+    A second streaming pass, taken only when blank lines exist, counts newlines up to each
+    offset without holding the file in memory.
+    """
+    lines: list[int] = []
+    pending = iter(newline_offsets)
+    target = next(pending, None)
+    newlines_before = 0
+    position = 0
+    with source.open("rb") as handle:
+        while target is not None and (chunk := handle.read(chunk_bytes)):
+            end = position + len(chunk)
+            while target is not None and target < end:
+                newlines_before += chunk.count(b"\n", 0, target + 1 - position)
+                chunk = chunk[target + 1 - position :]
+                position = target + 1
+                lines.append(newlines_before + 1)
+                target = next(pending, None)
+            newlines_before += chunk.count(b"\n")
+            position = end
+    return tuple(lines)

@@ -1,0 +1,117 @@
+"""Checks of staged customers, run before anything is published.
+
+They re-assert on the loaded table what ingest promises (unique ids, no missing
+values, values in range) and hold the run back when too many rows were rejected, so
+that a badly broken file cannot replace good published results.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import duckdb
+
+from segmentation_pipeline.core.schema import CANONICAL_COLUMNS
+
+_EXAMPLES = 5
+
+
+@dataclass(frozen=True)
+class CheckOutcome:
+    """A check's verdict, a sentence for people, and figures for the UI."""
+
+    passed: bool
+    description: str
+    metadata: dict[str, float | int | str] = field(default_factory=dict)
+
+
+def unique_customer_ids(con: duckdb.DuckDBPyConnection) -> CheckOutcome:
+    duplicated = con.execute(
+        "SELECT customer_id, count(*) AS n FROM customers GROUP BY customer_id HAVING n > 1 "
+        "ORDER BY customer_id LIMIT $limit",
+        {"limit": _EXAMPLES},
+    ).fetchall()
+    n_duplicated = con.execute(
+        "SELECT count(*) FROM (SELECT customer_id FROM customers GROUP BY 1 HAVING count(*) > 1)"
+    ).fetchone()[0]
+    if n_duplicated:
+        shown = ", ".join(f"{cid!r} ({n} rows)" for cid, n in duplicated)
+        return CheckOutcome(
+            False,
+            f"{n_duplicated} customer_id value(s) repeat: {shown}",
+            {"duplicated_ids": n_duplicated},
+        )
+    return CheckOutcome(True, "every customer_id is unique", {"duplicated_ids": 0})
+
+
+def required_fields_present(con: duckdb.DuckDBPyConnection) -> CheckOutcome:
+    counts = ", ".join(
+        f"count(*) FILTER (WHERE {c.name} IS NULL"
+        + (f" OR trim({c.name}) = ''" if c.kind == "text" else "")
+        + f") AS {c.name}"
+        for c in CANONICAL_COLUMNS
+    )
+    row = con.execute(f"SELECT {counts} FROM customers").fetchone()  # noqa: S608 - schema
+    missing = {c.name: int(n) for c, n in zip(CANONICAL_COLUMNS, row, strict=True)}
+    bad = {name: n for name, n in missing.items() if n}
+    metadata: dict[str, float | int | str] = {f"missing_{k}": v for k, v in missing.items()}
+    if bad:
+        shown = ", ".join(f"{name}: {n}" for name, n in bad.items())
+        return CheckOutcome(False, f"missing values in required columns ({shown})", metadata)
+    return CheckOutcome(True, "no missing values in required columns", metadata)
+
+
+def values_in_range(con: duckdb.DuckDBPyConnection) -> CheckOutcome:
+    conditions = []
+    for column in CANONICAL_COLUMNS:
+        if column.minimum is not None:
+            conditions.append((column.name, f"{column.name} < {column.minimum}"))
+        if column.maximum is not None:
+            conditions.append((column.name, f"{column.name} > {column.maximum}"))
+        if column.sql_type == "DOUBLE":
+            conditions.append((column.name, f"NOT isfinite({column.name})"))
+    counts = ", ".join(f"count(*) FILTER (WHERE {cond})" for _, cond in conditions)
+    row = con.execute(f"SELECT {counts} FROM customers").fetchone()  # noqa: S608 - schema
+    broken: dict[str, int] = {}
+    for (name, _), n in zip(conditions, row, strict=True):
+        broken[name] = broken.get(name, 0) + int(n)
+    metadata: dict[str, float | int | str] = {f"out_of_range_{k}": v for k, v in broken.items()}
+    bad = {name: n for name, n in broken.items() if n}
+    if bad:
+        shown = ", ".join(f"{name}: {n}" for name, n in bad.items())
+        return CheckOutcome(False, f"values outside their range ({shown})", metadata)
+    return CheckOutcome(True, "every value is inside its range", metadata)
+
+
+def reject_share_within_limit(
+    con: duckdb.DuckDBPyConnection, run_id: str, max_fraction: float
+) -> CheckOutcome:
+    """The share of rejected rows of this run's load against the configured limit."""
+    row = con.execute(
+        "SELECT run_id, source, n_rows_read, n_rejected FROM ingest_runs "
+        "ORDER BY run_id = $run_id DESC, loaded_at DESC LIMIT 1",
+        {"run_id": run_id},
+    ).fetchone()
+    if row is None:
+        return CheckOutcome(False, "no load recorded in ingest_runs")
+    load_run_id, source, n_rows, n_rejected = row
+    fraction = n_rejected / n_rows if n_rows else 0.0
+    metadata: dict[str, float | int | str] = {
+        "rows_read": n_rows,
+        "rejected_rows": n_rejected,
+        "reject_fraction": fraction,
+        "max_reject_fraction": max_fraction,
+    }
+    summary = (
+        f"{n_rejected:,} of {n_rows:,} rows of {source} rejected ({fraction:.2%}; "
+        f"limit {max_fraction:.2%})"
+    )
+    if fraction <= max_fraction:
+        return CheckOutcome(True, summary, metadata)
+    examples = con.execute(
+        "SELECT line_number, reason FROM rejected_rows WHERE run_id = $run_id "
+        "ORDER BY line_number LIMIT $limit",
+        {"run_id": load_run_id, "limit": _EXAMPLES},
+    ).fetchall()
+    shown = "; ".join(f"{source}, line {line}: {reason}" for line, reason in examples)
+    return CheckOutcome(False, f"{summary}. First rejected rows: {shown}", metadata)

@@ -1,0 +1,187 @@
+"""The published warehouse file and the private work files that replace it atomically.
+
+A DuckDB file held open read-write by one process cannot be opened by any other, and an
+open reader blocks a writer. So a run never writes the published file: it starts from a
+copy (which carries the history tables along), builds everything in its own work file,
+validates it, CHECKPOINTs, closes it, and renames it over the published file. Readers
+that had the old file open keep their snapshot; new connections see the new one. A run
+that fails or is killed leaves the published file exactly as it was.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+from filelock import FileLock, Timeout
+
+from segmentation_pipeline.core.errors import PublishError
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    """What was published: where, and how many rows each required table holds."""
+
+    path: Path
+    row_counts: dict[str, int]
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class Warehouse:
+    """The published DuckDB file at ``path`` and the run work files beside it."""
+
+    path: Path
+
+    @property
+    def work_dir(self) -> Path:
+        """Hidden folder next to the warehouse: same file system, so rename is atomic."""
+        return self.path.parent / f".{self.path.name}.work"
+
+    @property
+    def previous_path(self) -> Path:
+        """The results published before the current ones, kept for a manual roll-back."""
+        return self.path.with_name(f"{self.path.stem}.previous{self.path.suffix}")
+
+    @property
+    def lock_path(self) -> Path:
+        return self.path.parent / f".{self.path.name}.lock"
+
+    def work_path(self, run_id: str) -> Path:
+        return self.work_dir / f"{run_id}.duckdb"
+
+    @contextmanager
+    def writer_lock(self, timeout_seconds: float) -> Iterator[None]:
+        """Hold the single-writer lock, so two refreshes never build and publish at once.
+
+        The lock is an OS file lock: it is released when the holder exits, even by SIGKILL.
+        """
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        lock = FileLock(self.lock_path, timeout=timeout_seconds)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise PublishError(
+                f"another refresh of {self.path} is running (lock {self.lock_path} held for "
+                f"more than {timeout_seconds:g} s); try again when it has finished"
+            ) from None
+        try:
+            yield
+        finally:
+            lock.release()
+
+    def ensure_work_file(self, run_id: str) -> Path:
+        """The run's work file, created on first use as a copy of the published warehouse."""
+        work = self.work_path(run_id)
+        if work.exists():
+            return work
+        self.work_dir.mkdir(parents=True, exist_ok=True)
+        if self.path.exists():
+            partial = work.with_suffix(".copying")
+            shutil.copyfile(self.path, partial)
+            os.replace(partial, work)
+        return work
+
+    @contextmanager
+    def work_connection(self, run_id: str) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A read-write connection to the run's work file, closed on exit."""
+        con = duckdb.connect(str(self.ensure_work_file(run_id)))
+        try:
+            yield con
+        finally:
+            con.close()
+
+    def publish(self, run_id: str, required_tables: Sequence[str]) -> PublishResult:
+        """Validate the run's work file and rename it over the published warehouse."""
+        work = self.work_path(run_id)
+        if not work.exists():
+            raise PublishError(f"run {run_id} has no work file at {work}; nothing to publish")
+        con = duckdb.connect(str(work))
+        try:
+            row_counts = _required_row_counts(con, required_tables, work)
+            con.execute("CHECKPOINT")
+        finally:
+            con.close()
+        wal = work.with_name(work.name + ".wal")
+        if wal.exists():
+            raise PublishError(
+                f"{work} still has a write-ahead log after CHECKPOINT; not published"
+            )
+        _fsync_file(work)
+        if self.path.exists():
+            _replace_with_hard_link(self.path, self.previous_path)
+        os.replace(work, self.path)
+        _fsync_dir(self.path.parent)
+        return PublishResult(self.path, row_counts, self.path.stat().st_size)
+
+    def discard_work_file(self, run_id: str) -> None:
+        """Remove a run's work file (and its WAL) when the run ends without publishing."""
+        for path in self.work_dir.glob(f"{run_id}.*"):
+            path.unlink(missing_ok=True)
+
+    def clean_stale_work_files(self) -> list[Path]:
+        """Delete work files left by runs that died; call only while holding the writer lock."""
+        if not self.work_dir.exists():
+            return []
+        removed = sorted(self.work_dir.iterdir())
+        for path in removed:
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink(missing_ok=True)
+        return removed
+
+    def connect_read_only(self) -> duckdb.DuckDBPyConnection:
+        """A read-only connection to the published warehouse; never blocks a refresh."""
+        if not self.path.exists():
+            raise FileNotFoundError(
+                f"no published warehouse at {self.path}; run `segmentation run` first"
+            )
+        return duckdb.connect(str(self.path), read_only=True)
+
+
+def _required_row_counts(
+    con: duckdb.DuckDBPyConnection, required_tables: Sequence[str], work: Path
+) -> dict[str, int]:
+    present = {
+        row[0]
+        for row in con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database()"
+        ).fetchall()
+    }
+    missing = [name for name in required_tables if name not in present]
+    if missing:
+        raise PublishError(f"{work} lacks table(s) {', '.join(missing)}; not published")
+    counts = {}
+    for name in required_tables:
+        counts[name] = con.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0]  # noqa: S608
+    return counts
+
+
+def _replace_with_hard_link(source: Path, target: Path) -> None:
+    """Make ``target`` another name of ``source``'s current file, replacing it atomically."""
+    temporary = target.with_name(f".{target.name}.linking")
+    temporary.unlink(missing_ok=True)
+    try:
+        os.link(source, temporary)
+    except OSError:  # file systems without hard links: a copy will do for a roll-back file
+        shutil.copyfile(source, temporary)
+    os.replace(temporary, target)
+
+
+def _fsync_file(path: Path) -> None:
+    with path.open("rb") as handle:
+        os.fsync(handle.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    descriptor = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)

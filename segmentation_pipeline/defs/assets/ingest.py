@@ -1,0 +1,71 @@
+"""Ingest: the input CSV, validated and staged in the run's work database."""
+
+import dagster as dg
+
+from segmentation_pipeline.core.engine import get_engine
+from segmentation_pipeline.core.errors import InputError
+from segmentation_pipeline.defs.metadata import column_schema, markdown_preview
+from segmentation_pipeline.defs.resources import SegmentationSettings, WarehouseResource
+
+GROUP = "segmentation"
+
+
+@dg.asset(
+    group_name=GROUP,
+    kinds={"duckdb", "csv"},
+    retry_policy=dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL),
+)
+def raw_customers(
+    context: dg.AssetExecutionContext,
+    settings: SegmentationSettings,
+    warehouse: WarehouseResource,
+) -> dg.MaterializeResult:
+    """Customers from the source CSV, checked row by row and staged for this run.
+
+    The file's header is matched to the canonical columns (Kaggle `Genre`, `Gender` and
+    snake_case spellings), every value is parsed strictly as text first, and rows that
+    break a rule go to `rejected_rows` with their line number and reason. Exact duplicate
+    rows collapse; ids with conflicting rows are rejected. Nothing is published here: the
+    blocking checks on this asset run first, and publishing is a later step.
+    """
+    engine = get_engine(settings.engine)
+    source = settings.source_path
+    with warehouse.work_connection(context.run_id) as con:
+        try:
+            summary = engine.stage_customers(con, source, context.run_id)
+        except InputError as error:
+            raise dg.Failure(
+                description=error.describe(),
+                metadata={
+                    "source": dg.MetadataValue.path(str(source)),
+                    "line": error.line if error.line is not None else "",
+                    "column": error.column or "",
+                    "value": error.value or "",
+                    "reason": error.reason,
+                },
+                allow_retries=False,
+            ) from None
+        context.log.info(
+            f"Loaded {summary.n_customers:,} customers from {source} "
+            f"({summary.n_rejected:,} rows rejected, "
+            f"{summary.n_duplicates_collapsed:,} duplicates collapsed)."
+        )
+        metadata = {
+            "source": dg.MetadataValue.path(summary.source),
+            "source_sha256": summary.source_sha256,
+            "dagster/row_count": summary.n_customers,
+            "rows_read": summary.n_rows_read,
+            "rejected_rows": summary.n_rejected,
+            "reject_fraction": summary.reject_fraction,
+            "duplicates_collapsed": summary.n_duplicates_collapsed,
+            "ignored_columns": ", ".join(summary.ignored_columns) or "none",
+            "dagster/column_schema": column_schema(con, "customers"),
+            "preview": markdown_preview(con, "SELECT * FROM customers ORDER BY customer_id"),
+            "rejected_preview": markdown_preview(
+                con,
+                "SELECT line_number, column_name, value, reason FROM rejected_rows "
+                "WHERE run_id = $run_id ORDER BY line_number",
+                {"run_id": context.run_id},
+            ),
+        }
+    return dg.MaterializeResult(metadata=metadata)

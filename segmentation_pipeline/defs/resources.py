@@ -1,0 +1,97 @@
+"""Resources: the warehouse a run publishes to, and the settings a run uses.
+
+Both are configurable from the launchpad and from `segmentation run` flags; their
+defaults come from environment variables (shown as such in the UI when set) and
+otherwise point inside the project folder.
+"""
+
+import os
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+from pydantic import Field, PrivateAttr
+
+from segmentation_pipeline.core import locations
+from segmentation_pipeline.core.warehouse import Warehouse
+
+
+class WarehouseResource(dg.ConfigurableResource):
+    """The published DuckDB warehouse, and this run's private work file beside it.
+
+    For the duration of a run it holds the single-writer lock, so two refreshes never
+    build and publish at once; at the end of a run that did not publish, it removes the
+    run's work file, so the published file is the only thing a failed run leaves behind.
+    """
+
+    path: str = Field(description="Published DuckDB file that analysts query.")
+    lock_timeout_seconds: float = Field(
+        default=900.0,
+        description="How long a run waits for another refresh of the same warehouse to finish.",
+    )
+
+    _stack: ExitStack | None = PrivateAttr(default=None)
+
+    @property
+    def warehouse(self) -> Warehouse:
+        return Warehouse(Path(self.path).expanduser().resolve())
+
+    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        stack = ExitStack()
+        stack.enter_context(self.warehouse.writer_lock(self.lock_timeout_seconds))
+        removed = self.warehouse.clean_stale_work_files()
+        if removed and context.log:
+            context.log.info(f"Removed {len(removed)} work file(s) left by interrupted runs.")
+        self._stack = stack
+
+    def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
+        if context.run_id:
+            self.warehouse.discard_work_file(context.run_id)
+        if self._stack is not None:
+            self._stack.close()
+            self._stack = None
+
+    @contextmanager
+    def work_connection(self, run_id: str) -> Iterator[duckdb.DuckDBPyConnection]:
+        """Read-write connection to the run's work file (a copy of the published one)."""
+        with self.warehouse.work_connection(run_id) as con:
+            yield con
+
+
+class SegmentationSettings(dg.ConfigurableResource):
+    """What a run reads and how strict it is."""
+
+    source_csv: str = Field(description="Input CSV in the Mall Customers schema.")
+    max_reject_fraction: float = Field(
+        default=0.01,
+        ge=0.0,
+        le=1.0,
+        description="A run fails and publishes nothing when a larger share of rows is rejected.",
+    )
+    engine: str = Field(default="local", description="Engine for the heavy steps: local.")
+
+    @property
+    def source_path(self) -> Path:
+        return Path(self.source_csv).expanduser().resolve()
+
+
+def _from_env(name: str, default: Path) -> str | dg.EnvVar:
+    """The environment variable when it is set (the UI then shows where the value comes
+    from), else the project default, so that a bare `dg dev` works out of the box."""
+    return dg.EnvVar(name) if os.environ.get(name, "").strip() else str(default)
+
+
+@dg.definitions
+def resources() -> dg.Definitions:
+    return dg.Definitions(
+        resources={
+            "warehouse": WarehouseResource(
+                path=_from_env(locations.WAREHOUSE_ENV, locations.DEFAULT_WAREHOUSE)
+            ),
+            "settings": SegmentationSettings(
+                source_csv=_from_env(locations.SOURCE_ENV, locations.DEFAULT_SOURCE_CSV)
+            ),
+        }
+    )

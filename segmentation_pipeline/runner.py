@@ -1,0 +1,154 @@
+"""Run `segmentation_job` through Dagster from the command line, and say how it went.
+
+The run goes through the real job on a persistent Dagster instance (DAGSTER_HOME), so
+it appears in the UI's run history like a run launched there. What failed is gathered
+from the run's events: step failures raised with a reason (file, line, column, value)
+and failed blocking checks.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from segmentation_pipeline.core import locations
+
+JOB_NAME = "segmentation_job"
+
+
+@dataclass
+class RunOutcome:
+    """The run's id, whether new results were published, and what to tell the user."""
+
+    run_id: str
+    published: bool
+    warehouse: Path
+    problems: list[str] = field(default_factory=list)
+    summary: str = ""
+
+
+def run_segmentation_job(settings_config: dict[str, object] | None = None) -> RunOutcome:
+    """Execute the job in this process on the persistent instance; never raises for a
+    failed run, so the caller decides how to report it."""
+    home = locations.dagster_home()
+    home.mkdir(parents=True, exist_ok=True)
+    os.environ[locations.DAGSTER_HOME_ENV] = str(home)
+
+    import dagster as dg
+
+    from segmentation_pipeline.definitions import defs
+
+    _ensure_instance_config(home)
+    job = defs().resolve_job_def(JOB_NAME).with_logger_defs({"progress": _progress_logger()})
+    run_config: dict[str, object] = {"loggers": {"progress": {}}}
+    if settings_config:
+        run_config["resources"] = {"settings": {"config": dict(settings_config)}}
+    with dg.DagsterInstance.get() as instance:
+        result = job.execute_in_process(
+            run_config=run_config, instance=instance, raise_on_error=False
+        )
+    warehouse = locations.warehouse_path()
+    published = result.success and any(
+        event.asset_key == dg.AssetKey("published_warehouse")
+        for event in result.get_asset_materialization_events()
+    )
+    outcome = RunOutcome(run_id=result.run_id, published=published, warehouse=warehouse)
+    if published:
+        outcome.summary = published_summary(warehouse, result.run_id)
+    else:
+        outcome.problems = _problems(result)
+    return outcome
+
+
+def _ensure_instance_config(home: Path) -> None:
+    """A Dagster home without dagster.yaml gets a minimal one (quiet, local storage)."""
+    config = home / "dagster.yaml"
+    if not config.exists():
+        config.write_text("telemetry:\n  enabled: false\n")
+
+
+class _ProgressHandler(logging.Handler):
+    """One short line per step and per message on stderr; reasons, not stack traces
+    (those stay in the run's logs in the UI)."""
+
+    _MARKS = {"STEP_START": "start", "STEP_SUCCESS": "done", "STEP_FAILURE": "FAILED"}
+
+    def emit(self, record: logging.LogRecord) -> None:
+        meta = getattr(record, "dagster_meta", None)
+        if not meta:
+            return
+        step = meta.get("step_key") or meta.get("job_name") or ""
+        event = meta.get("dagster_event")
+        if event is None:
+            message = (meta.get("orig_message") or "").strip().splitlines()
+            if record.levelno >= logging.INFO and message:
+                self._write(f"{step}: {message[0]}")
+            return
+        mark = self._MARKS.get(event.event_type_value)
+        if mark is not None and step:
+            self._write(f"{step}: {mark}")
+        elif event.event_type_value == "ASSET_CHECK_EVALUATION":
+            evaluation = event.event_specific_data
+            verdict = "passed" if evaluation.passed else "FAILED"
+            self._write(f"check {evaluation.check_name}: {verdict}")
+
+    @staticmethod
+    def _write(line: str) -> None:
+        print(f"{time.strftime('%H:%M:%S')} {line}", file=sys.stderr, flush=True)
+
+
+def _progress_logger():  # noqa: ANN202 - a Dagster LoggerDefinition
+    import dagster as dg
+
+    @dg.logger(description="Terse progress lines for the terminal.")
+    def progress(_init_context: object) -> logging.Logger:
+        logger = logging.getLogger("segmentation.progress")
+        logger.setLevel(logging.DEBUG)
+        logger.propagate = False
+        if not any(isinstance(h, _ProgressHandler) for h in logger.handlers):
+            logger.addHandler(_ProgressHandler())
+        return logger
+
+    return progress
+
+
+def _problems(result: object) -> list[str]:
+    """Reasons from failed steps (the Failure's description) and failed checks."""
+    problems: list[str] = []
+    for event in result.all_events:  # type: ignore[attr-defined]
+        if event.is_step_failure:
+            data = event.step_failure_data
+            if data.user_failure_data is not None and data.user_failure_data.description:
+                problems.append(f"{event.step_key}: {data.user_failure_data.description}")
+            elif data.error is not None:
+                problems.append(f"{event.step_key}: {data.error.message.strip()}")
+    for evaluation in result.get_asset_check_evaluations():  # type: ignore[attr-defined]
+        if not evaluation.passed:
+            problems.append(f"check {evaluation.check_name} failed: {evaluation.description}")
+    return problems or ["the run failed; see the run's logs in the Dagster UI"]
+
+
+def published_summary(warehouse: Path, run_id: str) -> str:
+    """What the run published, read back from the warehouse the way an analyst would."""
+    from segmentation_pipeline.core.warehouse import Warehouse
+
+    con = Warehouse(warehouse).connect_read_only()
+    try:
+        n_customers, n_rejected, source = con.execute(
+            "SELECT n_customers, n_rejected, source FROM ingest_runs WHERE run_id = $run_id",
+            {"run_id": run_id},
+        ).fetchone()
+    finally:
+        con.close()
+    return "\n".join(
+        [
+            f"Published run {run_id}",
+            f"  source:     {source}",
+            f"  customers:  {n_customers:,} ({n_rejected:,} rows rejected)",
+            f"  warehouse:  {warehouse}",
+        ]
+    )

@@ -1,0 +1,250 @@
+"""Ingest on a real DuckDB database: header spellings, row rules, file-level failures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from segmentation_pipeline.core.errors import InputError
+from segmentation_pipeline.core.ingest import stage_customers
+from tests.conftest import KAGGLE_HEADER
+
+GOOD_ROWS = "0001,Male,19,15,39\n0002,Female,21,15.5,81\n0003,Female,35,70,50\n"
+
+
+@pytest.fixture
+def con(tmp_path: Path):
+    connection = duckdb.connect(str(tmp_path / "work.duckdb"))
+    yield connection
+    connection.close()
+
+
+def rejected(con: duckdb.DuckDBPyConnection) -> list[tuple]:
+    return con.execute(
+        "SELECT line_number, column_name, value, reason FROM rejected_rows ORDER BY line_number"
+    ).fetchall()
+
+
+def customer_ids(con: duckdb.DuckDBPyConnection) -> list[str]:
+    return [row[0] for row in con.execute("SELECT customer_id FROM customers").fetchall()]
+
+
+# --- the reference file and its header spellings -------------------------------------------
+
+
+def test_kaggle_file_loads_all_rows_with_canonical_types(con, mall_csv):
+    summary = stage_customers(con, mall_csv, "run-1")
+
+    assert (summary.n_rows_read, summary.n_customers, summary.n_rejected) == (200, 200, 0)
+    assert summary.columns["gender"] == "Genre"
+    types = dict(
+        con.execute(
+            "SELECT column_name, data_type FROM duckdb_columns() WHERE table_name = 'customers'"
+        ).fetchall()
+    )
+    assert types == {
+        "customer_id": "VARCHAR",
+        "gender": "VARCHAR",
+        "age": "INTEGER",
+        "annual_income": "DOUBLE",
+        "spending_score": "INTEGER",
+    }
+    first = con.execute("SELECT * FROM customers ORDER BY customer_id LIMIT 1").fetchone()
+    assert first == ("0001", "Male", 19, 15.0, 39)
+    means = con.execute(
+        "SELECT round(avg(age), 2), round(avg(annual_income), 2), round(avg(spending_score), 2),"
+        " count(*) FILTER (WHERE gender = 'Female') FROM customers"
+    ).fetchone()
+    assert means == (38.85, 60.56, 50.2, 112)
+    assert len(summary.source_sha256) == 64
+
+
+def test_gender_header_variant_of_the_kaggle_file(con, mall_csv, write_csv):
+    text = mall_csv.read_text().replace("Genre", "Gender", 1)
+    summary = stage_customers(con, write_csv(text), "run-1")
+
+    assert summary.n_customers == 200
+    assert summary.columns["gender"] == "Gender"
+    assert customer_ids(con)[:2] == ["0001", "0002"]
+
+
+def test_snake_case_header_with_bom_crlf_quotes_and_extra_columns(con, write_csv):
+    text = (
+        "\ufeffcustomer_id,gender,age,annual_income,spending_score,notes\r\n"
+        '0001,Male,19,15,39,"likes shoes, bags"\r\n'
+        '"0002",Female,21,"1.5e1",81,\r\n'
+    )
+    summary = stage_customers(con, write_csv(text), "run-1")
+
+    assert summary.n_customers == 2
+    assert summary.ignored_columns == ("notes",)
+    assert con.execute("SELECT * FROM customers ORDER BY 1").fetchall() == [
+        ("0001", "Male", 19, 15.0, 39),
+        ("0002", "Female", 21, 15.0, 81),
+    ]
+
+
+# --- row-level rules: quarantined with line, column, value and reason ------------------------
+
+
+@pytest.mark.parametrize(
+    ("row", "column", "value", "reason"),
+    [
+        ("0009,Male,,40,50", "age", None, "age: missing value"),
+        ("0009,Male,?,40,50", "age", "?", "age: '?' missing value"),
+        ("0009,Male,30,NA,50", "annual_income", "NA", "annual_income: 'NA' missing value"),
+        ("0009,,30,40,50", "gender", None, "gender: missing value"),
+        ("  ,Male,30,40,50", "customer_id", "  ", "customer_id: '  ' missing value"),
+        ("0009,Male,abc,40,50", "age", "abc", "age: 'abc' is not a number"),
+        ("0009,Male,30,1_000,50", "annual_income", "1_000", "is not a number"),
+        ("0009,Male,35.5,40,50", "age", "35.5", "age: '35.5' is not a whole number"),
+        ("0009,Male,-1,40,50", "age", "-1", "age: '-1' is out of range (0 to 120)"),
+        ("0009,Male,121,40,50", "age", "121", "is out of range (0 to 120)"),
+        ("0009,Male,30,-5,50", "annual_income", "-5", "is below the minimum (0)"),
+        ("0009,Male,30,40,0", "spending_score", "0", "is out of range (1 to 100)"),
+        ("0009,Male,30,40,101", "spending_score", "101", "is out of range (1 to 100)"),
+    ],
+)
+def test_row_rule_breaks_are_quarantined(con, write_csv, row, column, value, reason):
+    path = write_csv(f"{KAGGLE_HEADER}\n{GOOD_ROWS}{row}\n")
+    summary = stage_customers(con, path, "run-1")
+
+    assert summary.n_customers == 3
+    assert summary.n_rejected == 1
+    [(line, got_column, got_value, got_reason)] = rejected(con)
+    assert (line, got_column, got_value) == (5, column, value)
+    assert reason in got_reason
+    assert "0009" not in customer_ids(con)
+
+
+def test_every_broken_rule_of_a_row_is_named(con, write_csv):
+    stage_customers(con, write_csv(f"{KAGGLE_HEADER}\n0009,Male,-5,40,101\n"), "run-1")
+    [(line, column, value, reason)] = rejected(con)
+    assert (line, column, value) == (2, "age", "-5")
+    assert (
+        reason
+        == "age: '-5' is out of range (0 to 120); spending_score: '101' is out of range (1 to 100)"
+    )
+
+
+def test_exact_duplicates_collapse_and_conflicting_ids_are_rejected(con, write_csv):
+    text = (
+        f"{KAGGLE_HEADER}\n"
+        "0001,Male,19,15,39\n"  # line 2
+        "0001,Male,19,15.0,39\n"  # line 3: same values, collapses
+        "0002,Female,21,15,81\n"  # line 4: conflicts with line 5
+        "0002,Male,21,15,81\n"  # line 5
+        "0003,Female,35,70,50\n"
+    )
+    summary = stage_customers(con, write_csv(text), "run-1")
+
+    assert summary.n_duplicates_collapsed == 1
+    assert customer_ids(con) == ["0001", "0003"]
+    rows = rejected(con)
+    assert [(line, column) for line, column, _, _ in rows] == [
+        (4, "customer_id"),
+        (5, "customer_id"),
+    ]
+    assert all("conflicting duplicate" in r[3] and "lines 4, 5" in r[3] for r in rows)
+
+
+def test_line_numbers_count_blank_lines_and_newlines_inside_quotes(con, write_csv):
+    text = (
+        "CustomerID,Gender,Age,Annual Income (k$),Spending Score (1-100),note\n"
+        '0001,Male,19,15,39,"two\nlines"\n'  # lines 2-3
+        "\n"  # line 4, skipped by the reader
+        "0002,Female,abc,15,81,x\n"  # line 5
+        "\n\n"  # lines 6-7
+        "0003,Male,30,20,101,y\n"  # line 8
+    )
+    stage_customers(con, write_csv(text), "run-1")
+    assert [(r[0], r[1]) for r in rejected(con)] == [(5, "age"), (8, "spending_score")]
+
+
+def test_rejects_of_earlier_runs_are_kept_as_history(con, write_csv):
+    path = write_csv(f"{KAGGLE_HEADER}\n{GOOD_ROWS}0009,Male,abc,40,50\n")
+    stage_customers(con, path, "run-1")
+    stage_customers(con, path, "run-2")
+    stage_customers(con, path, "run-2")  # a retry of the same run replaces its own rows
+    counts = con.execute(
+        "SELECT run_id, count(*) FROM rejected_rows GROUP BY 1 ORDER BY 1"
+    ).fetchall()
+    assert counts == [("run-1", 1), ("run-2", 1)]
+
+
+# --- file-level failures: one clear error naming file, line and reason -----------------------
+
+
+def test_missing_file(con, tmp_path):
+    with pytest.raises(InputError, match="file not found") as error:
+        stage_customers(con, tmp_path / "nope.csv", "run-1")
+    assert "nope.csv" in str(error.value)
+
+
+def test_directory_as_source(con, tmp_path):
+    with pytest.raises(InputError, match="is a directory"):
+        stage_customers(con, tmp_path, "run-1")
+
+
+def test_empty_file(con, write_csv):
+    with pytest.raises(InputError, match="file is empty"):
+        stage_customers(con, write_csv(""), "run-1")
+
+
+def test_header_only(con, write_csv):
+    with pytest.raises(InputError, match="no customer rows") as error:
+        stage_customers(con, write_csv(KAGGLE_HEADER + "\n"), "run-1")
+    assert error.value.line == 2
+
+
+def test_missing_required_column(con, write_csv):
+    path = write_csv("CustomerID,Genre,Age,Annual Income (k$)\n0001,Male,19,15\n")
+    with pytest.raises(InputError) as error:
+        stage_customers(con, path, "run-1")
+    assert error.value.line == 1
+    assert "missing required column(s): spending_score" in str(error.value)
+    assert str(path) in str(error.value)
+
+
+def test_semicolon_delimiter(con, write_csv):
+    path = write_csv(KAGGLE_HEADER.replace(",", ";") + "\n0001;Male;19;15;39\n")
+    with pytest.raises(InputError, match="separated by semicolons; the input must be comma"):
+        stage_customers(con, path, "run-1")
+
+
+def test_latin1_bytes_in_a_data_row_name_the_line(con, write_csv):
+    data = (KAGGLE_HEADER + "\n0001,Male,19,15,39\n0002,F\xe9minin,21,15,81\n").encode("latin-1")
+    with pytest.raises(InputError, match="not UTF-8") as error:
+        stage_customers(con, write_csv(data), "run-1")
+    assert error.value.line == 3
+
+
+def test_latin1_bytes_in_the_header(con, write_csv):
+    data = "CustomerID,G\xe9nero,Age\n".encode("latin-1")
+    with pytest.raises(InputError, match="not UTF-8") as error:
+        stage_customers(con, write_csv(data), "run-1")
+    assert error.value.line == 1
+
+
+@pytest.mark.parametrize("blank_lines", ["", "\n", "\n\n"])
+def test_row_with_too_few_columns_names_the_line(con, write_csv, blank_lines):
+    path = write_csv(f"{KAGGLE_HEADER}\n0001,Male,19,15,39\n{blank_lines}0002,Female,21\n")
+    with pytest.raises(InputError, match="Expected Number of Columns: 5 Found: 3") as error:
+        stage_customers(con, path, "run-1")
+    assert error.value.line == 3 + len(blank_lines)
+    assert error.value.value == "0002,Female,21"
+
+
+def test_a_failed_load_leaves_no_new_customers_table(con, write_csv, mall_csv):
+    stage_customers(con, mall_csv, "run-1")
+    with pytest.raises(InputError):
+        stage_customers(con, write_csv(f"{KAGGLE_HEADER}\n0001,Male\n"), "run-2")
+    assert con.execute("SELECT count(*) FROM customers").fetchone()[0] == 200
+
+
+def test_source_path_with_a_quote_is_bound_not_spliced(con, tmp_path, mall_csv):
+    path = tmp_path / "o'brien; DROP TABLE x.csv"
+    path.write_bytes(mall_csv.read_bytes())
+    assert stage_customers(con, path, "run-1").n_customers == 200
