@@ -44,9 +44,15 @@ def run_segmentation_job(settings_config: dict[str, object] | None = None) -> Ru
 
     _ensure_instance_config(home)
     job = defs().resolve_job_def(JOB_NAME).with_logger_defs({"progress": _progress_logger()})
-    run_config: dict[str, object] = {"loggers": {"progress": {}}}
-    if settings_config:
-        run_config["resources"] = {"settings": {"config": dict(settings_config)}}
+    # Resource config given at launch replaces the defaults as a whole, so it is complete.
+    settings = {"source_csv": str(locations.source_csv()), **(settings_config or {})}
+    run_config: dict[str, object] = {
+        "loggers": {"progress": {}},
+        "resources": {
+            "settings": {"config": settings},
+            "warehouse": {"config": {"path": str(locations.warehouse_path())}},
+        },
+    }
     with dg.DagsterInstance.get() as instance:
         result = job.execute_in_process(
             run_config=run_config, instance=instance, raise_on_error=False

@@ -29,7 +29,7 @@ def _check_on_customers(
     warehouse: WarehouseResource,
     check: Callable[[duckdb.DuckDBPyConnection], CheckOutcome],
 ) -> dg.AssetCheckResult:
-    with warehouse.work_connection(context.op_execution_context.run_id) as con:
+    with warehouse.work_connection(context.run.run_id) as con:
         return _result(check(con))
 
 
@@ -64,9 +64,9 @@ def reject_share_within_limit(
     settings: SegmentationSettings,
 ) -> dg.AssetCheckResult:
     """The share of quarantined rows stays within `max_reject_fraction`."""
-    with warehouse.work_connection(context.op_execution_context.run_id) as con:
+    with warehouse.work_connection(context.run.run_id) as con:
         return _result(
             validation.reject_share_within_limit(
-                con, context.op_execution_context.run_id, settings.max_reject_fraction
+                con, context.run.run_id, settings.max_reject_fraction
             )
         )

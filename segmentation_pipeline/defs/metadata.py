@@ -27,4 +27,4 @@ def markdown_preview(
     ).df()
     if frame.empty:
         return dg.MetadataValue.md("_no rows_")
-    return dg.MetadataValue.md(frame.to_markdown(index=False))
+    return dg.MetadataValue.md(frame.to_markdown(index=False, disable_numparse=True))

@@ -47,8 +47,8 @@ class WarehouseResource(dg.ConfigurableResource):
         self._stack = stack
 
     def teardown_after_execution(self, context: dg.InitResourceContext) -> None:
-        if context.run_id:
-            self.warehouse.discard_work_file(context.run_id)
+        if context.run is not None:
+            self.warehouse.discard_work_file(context.run.run_id)
         if self._stack is not None:
             self._stack.close()
             self._stack = None

@@ -30,9 +30,9 @@ def raw_customers(
     """
     engine = get_engine(settings.engine)
     source = settings.source_path
-    with warehouse.work_connection(context.run_id) as con:
+    with warehouse.work_connection(context.run.run_id) as con:
         try:
-            summary = engine.stage_customers(con, source, context.run_id)
+            summary = engine.stage_customers(con, source, context.run.run_id)
         except InputError as error:
             raise dg.Failure(
                 description=error.describe(),
@@ -65,7 +65,7 @@ def raw_customers(
                 con,
                 "SELECT line_number, column_name, value, reason FROM rejected_rows "
                 "WHERE run_id = $run_id ORDER BY line_number",
-                {"run_id": context.run_id},
+                {"run_id": context.run.run_id},
             ),
         }
     return dg.MaterializeResult(metadata=metadata)

@@ -20,7 +20,7 @@ def published_warehouse(
     never a mix, and the previous file stays next to it as `*.previous.duckdb`.
     """
     try:
-        result = warehouse.warehouse.publish(context.run_id, PUBLISHED_TABLES)
+        result = warehouse.warehouse.publish(context.run.run_id, PUBLISHED_TABLES)
     except PublishError as error:
         raise dg.Failure(description=str(error), allow_retries=False) from None
     context.log.info(f"Published {result.path} ({result.size_bytes:,} bytes).")

@@ -1,0 +1,107 @@
+"""End to end through the real `segmentation` command, in subprocesses."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import KAGGLE_HEADER, REPO_ROOT, file_sha256, subprocess_env
+
+CLI = REPO_ROOT / ".venv" / "bin" / "segmentation"
+
+
+def segmentation(*args: str | Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(CLI), *map(str, args)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO_ROOT,
+    )
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory: pytest.TempPathFactory, mall_csv: Path) -> dict[str, Path]:
+    """One successful run of the Kaggle file through the CLI, shared by this module."""
+    root = tmp_path_factory.mktemp("cli")
+    paths = {"warehouse": root / "wh" / "warehouse.duckdb", "home": root / "dagster_home"}
+    env = subprocess_env(DAGSTER_HOME=paths["home"], SEGMENTATION_SOURCE_CSV=mall_csv)
+    done = segmentation("run", "--warehouse", paths["warehouse"], env=env)
+    assert done.returncode == 0, done.stderr
+    paths["stdout"] = done.stdout  # type: ignore[assignment]
+    paths["stderr"] = done.stderr  # type: ignore[assignment]
+    return paths
+
+
+def test_run_publishes_and_reports_where(published):
+    assert str(published["warehouse"]) in published["stdout"]
+    assert "customers:  200 (0 rows rejected)" in published["stdout"]
+    assert "published_warehouse: done" in published["stderr"]  # progress on the terminal
+
+
+def test_run_is_recorded_in_dagster_home(published):
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(published["home"])) as instance:
+        runs = instance.get_runs()
+    assert [(r.job_name, r.status) for r in runs] == [
+        ("segmentation_job", dg.DagsterRunStatus.SUCCESS)
+    ]
+
+
+def test_sql_formats(published):
+    env = subprocess_env(SEGMENTATION_WAREHOUSE=published["warehouse"])
+    query = "SELECT gender, count(*) AS n FROM customers GROUP BY gender ORDER BY gender"
+
+    as_json = segmentation("sql", query, "--format", "json", env=env)
+    assert json.loads(as_json.stdout) == [
+        {"gender": "Female", "n": 112},
+        {"gender": "Male", "n": 88},
+    ]
+    as_csv = segmentation("sql", query, "--format", "csv", env=env)
+    assert as_csv.stdout.splitlines() == ["gender,n", "Female,112", "Male,88"]
+    as_table = segmentation("sql", "SELECT customer_id FROM customers ORDER BY 1 LIMIT 1", env=env)
+    assert as_table.stdout.split() == ["customer_id", "0001"]
+
+
+def test_sql_is_read_only(published):
+    before = file_sha256(published["warehouse"])
+    env = subprocess_env()
+    done = segmentation(
+        "sql", "DROP TABLE customers", "--warehouse", published["warehouse"], env=env
+    )
+    assert done.returncode == 1
+    assert "read-only" in done.stderr
+    assert file_sha256(published["warehouse"]) == before
+
+
+def test_failed_run_explains_on_stderr_and_keeps_the_warehouse(published, tmp_path):
+    before = file_sha256(published["warehouse"])
+    bad = tmp_path / "bad.csv"
+    bad.write_text(f"{KAGGLE_HEADER}\n0001,Male,19,15,39\n0002,Female,-4,15,81\n")
+    env = subprocess_env(
+        DAGSTER_HOME=published["home"], SEGMENTATION_WAREHOUSE=published["warehouse"]
+    )
+
+    done = segmentation("run", "--source", bad, "--max-reject-fraction", "0", env=env)
+
+    assert done.returncode == 1
+    assert f"{bad}, line 3: age: '-4' is out of range (0 to 120)" in done.stderr
+    assert "is unchanged" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert file_sha256(published["warehouse"]) == before
+
+
+def test_generate_writes_a_loadable_file(tmp_path):
+    out = tmp_path / "gen.csv"
+    done = segmentation(
+        "generate", "--rows", "500", "--out", out, "--seed", "3", env=subprocess_env()
+    )
+    assert done.returncode == 0, done.stderr
+    lines = out.read_text().splitlines()
+    assert len(lines) == 501
+    assert lines[0] == "CustomerID,Gender,Age,Annual Income (k$),Spending Score (1-100)"

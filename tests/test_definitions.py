@@ -1,0 +1,58 @@
+"""The code location loads, validates with both CLIs, and has the expected shape."""
+
+from __future__ import annotations
+
+import subprocess
+
+import dagster as dg
+
+from segmentation_pipeline.definitions import defs
+from tests.conftest import REPO_ROOT, subprocess_env
+
+BIN = REPO_ROOT / ".venv" / "bin"
+
+
+def test_dg_check_defs_passes(tmp_path):
+    done = subprocess.run(
+        [str(BIN / "dg"), "check", "defs"],
+        cwd=REPO_ROOT,
+        env=subprocess_env(DAGSTER_HOME=tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_workspace_yaml_validates(tmp_path):
+    done = subprocess.run(
+        [str(BIN / "dagster"), "definitions", "validate", "-w", "workspace.yaml"],
+        cwd=REPO_ROOT,
+        env=subprocess_env(DAGSTER_HOME=tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "segmentation_pipeline" in done.stdout + done.stderr
+
+
+def test_job_covers_the_group_with_blocking_checks_in_process():
+    definitions = defs()
+    job = definitions.resolve_job_def("segmentation_job")
+    assert job.executor_def is dg.in_process_executor
+    keys = {key.to_user_string() for key in job.asset_layer.selected_asset_keys}
+    assert {"raw_customers", "published_warehouse"} <= keys
+    checks = {spec.key.name: spec for spec in definitions.resolve_all_asset_check_specs()}
+    assert {
+        "customer_ids_unique",
+        "required_fields_present",
+        "values_in_range",
+        "reject_share_within_limit",
+    } <= set(checks)
+    assert all(
+        spec.blocking for spec in checks.values() if spec.asset_key.path == ["raw_customers"]
+    )
+    for spec in definitions.resolve_all_asset_specs():
+        assert spec.group_name == "segmentation"
+        assert spec.description

@@ -1,0 +1,131 @@
+"""The Dagster assets and checks, materialized for real against DuckDB files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+
+from segmentation_pipeline.defs.assets.ingest import raw_customers
+from segmentation_pipeline.defs.assets.publish import published_warehouse
+from segmentation_pipeline.defs.checks import (
+    customer_ids_unique,
+    reject_share_within_limit,
+    required_fields_present,
+    values_in_range,
+)
+from segmentation_pipeline.defs.resources import SegmentationSettings, WarehouseResource
+from tests.conftest import KAGGLE_HEADER, file_sha256
+
+ASSETS = [raw_customers, published_warehouse]
+CHECKS = [customer_ids_unique, reject_share_within_limit, required_fields_present, values_in_range]
+
+
+def materialize(source: Path, warehouse: Path, **settings: object) -> dg.ExecuteInProcessResult:
+    return dg.materialize(
+        [*ASSETS, *CHECKS],
+        resources={
+            "warehouse": WarehouseResource(path=str(warehouse)),
+            "settings": SegmentationSettings(source_csv=str(source), **settings),
+        },
+        raise_on_error=False,
+    )
+
+
+def published(warehouse: Path, sql: str) -> list[tuple]:
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        return con.execute(sql).fetchall()
+    finally:
+        con.close()
+
+
+@pytest.fixture
+def warehouse(tmp_path: Path) -> Path:
+    return tmp_path / "out" / "warehouse.duckdb"
+
+
+@pytest.fixture
+def published_mall(mall_csv: Path, warehouse: Path) -> Path:
+    result = materialize(mall_csv, warehouse)
+    assert result.success
+    return warehouse
+
+
+def test_mall_file_is_staged_checked_and_published(mall_csv, warehouse):
+    result = materialize(mall_csv, warehouse)
+
+    assert result.success
+    assert all(e.passed for e in result.get_asset_check_evaluations())
+    assert len(result.get_asset_check_evaluations()) == 4
+    assert published(warehouse, "SELECT count(*), count(DISTINCT customer_id) FROM customers") == [
+        (200, 200)
+    ]
+    metadata = result.asset_materializations_for_node("raw_customers")[0].metadata
+    assert metadata["dagster/row_count"].value == 200
+    assert metadata["rejected_rows"].value == 0
+    assert (
+        metadata["source_sha256"].value
+        == published(warehouse, "SELECT source_sha256 FROM ingest_runs")[0][0]
+    )
+    assert "| 0001 " in metadata["preview"].value
+    columns = [c.name for c in metadata["dagster/column_schema"].value.columns]
+    assert columns == ["customer_id", "gender", "age", "annual_income", "spending_score"]
+    assert not list((warehouse.parent / f".{warehouse.name}.work").iterdir())
+
+
+def test_rejected_rows_within_the_limit_are_published_in_quarantine(mall_csv, warehouse, write_csv):
+    text = mall_csv.read_text() + "0201,Female,abc,40,50\n"
+    result = materialize(write_csv(text), warehouse)
+
+    assert result.success
+    assert published(warehouse, "SELECT count(*) FROM customers") == [(200,)]
+    assert published(warehouse, "SELECT line_number, column_name, value FROM rejected_rows") == [
+        (202, "age", "abc")
+    ]
+
+
+def test_too_many_rejects_fail_the_blocking_check_and_publish_nothing(published_mall, write_csv):
+    before = file_sha256(published_mall)
+    path = write_csv(f"{KAGGLE_HEADER}\n0001,Male,19,15,39\n0002,Female,21,15,101\n")
+
+    result = materialize(path, published_mall, max_reject_fraction=0.0)
+
+    assert not result.success
+    [failed] = [e for e in result.get_asset_check_evaluations() if not e.passed]
+    assert failed.check_name == "reject_share_within_limit"
+    assert "1 of 2 rows" in failed.description
+    assert "line 3: spending_score: '101' is out of range (1 to 100)" in failed.description
+    assert str(path) in failed.description
+    assert not result.asset_materializations_for_node("published_warehouse")
+    assert file_sha256(published_mall) == before
+
+
+def test_file_level_failure_names_the_problem_and_keeps_the_warehouse(published_mall, write_csv):
+    before = file_sha256(published_mall)
+    path = write_csv("CustomerID,Genre,Age\n0001,Male,19\n")
+
+    result = materialize(path, published_mall)
+
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    description = failure.step_failure_data.user_failure_data.description
+    assert (
+        f"{path}, line 1: missing required column(s): annual_income, spending_score" in description
+    )
+    assert file_sha256(published_mall) == before
+    assert published(published_mall, "SELECT count(*) FROM customers") == [(200,)]
+
+
+def test_missing_source_fails_without_retrying(published_mall, tmp_path):
+    result = materialize(tmp_path / "absent.csv", published_mall)
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    assert "file not found" in failure.step_failure_data.user_failure_data.description
+    assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+
+
+def test_history_tables_carry_over_between_runs(published_mall, mall_csv):
+    assert materialize(mall_csv, published_mall).success
+    assert published(published_mall, "SELECT count(DISTINCT run_id) FROM ingest_runs") == [(2,)]

@@ -1,0 +1,157 @@
+"""The publish mechanism on real DuckDB files: atomic replace, readers, locks, stale files."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from segmentation_pipeline.core.errors import PublishError
+from segmentation_pipeline.core.warehouse import Warehouse
+from tests.conftest import file_sha256
+
+
+def build(warehouse: Warehouse, run_id: str, n_rows: int) -> None:
+    with warehouse.work_connection(run_id) as con:
+        con.execute(
+            "CREATE OR REPLACE TABLE customers AS SELECT range AS id FROM range($n)", {"n": n_rows}
+        )
+
+
+def count(path: Path) -> int:
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return con.execute("SELECT count(*) FROM customers").fetchone()[0]
+    finally:
+        con.close()
+
+
+def test_publish_replaces_the_warehouse_and_keeps_the_previous_file(tmp_path):
+    warehouse = Warehouse(tmp_path / "w.duckdb")
+    build(warehouse, "run-1", 3)
+    result = warehouse.publish("run-1", ["customers"])
+    assert result.row_counts == {"customers": 3}
+    assert count(warehouse.path) == 3
+
+    build(warehouse, "run-2", 5)
+    warehouse.publish("run-2", ["customers"])
+
+    assert count(warehouse.path) == 5
+    assert count(warehouse.previous_path) == 3
+    assert not warehouse.work_path("run-2").exists()
+    assert not list(warehouse.work_dir.iterdir())
+
+
+def test_a_run_starts_from_a_copy_of_the_published_warehouse(tmp_path):
+    warehouse = Warehouse(tmp_path / "w.duckdb")
+    build(warehouse, "run-1", 3)
+    warehouse.publish("run-1", ["customers"])
+    with warehouse.work_connection("run-2") as con:
+        assert con.execute("SELECT count(*) FROM customers").fetchone()[0] == 3
+
+
+def test_missing_required_table_is_not_published(tmp_path):
+    warehouse = Warehouse(tmp_path / "w.duckdb")
+    build(warehouse, "run-1", 3)
+    warehouse.publish("run-1", ["customers"])
+    before = file_sha256(warehouse.path)
+
+    with warehouse.work_connection("run-2") as con:
+        con.execute("DROP TABLE customers")
+    with pytest.raises(PublishError, match="lacks table"):
+        warehouse.publish("run-2", ["customers"])
+    assert file_sha256(warehouse.path) == before
+
+
+def test_publishing_a_run_without_work_file_fails(tmp_path):
+    with pytest.raises(PublishError, match="no work file"):
+        Warehouse(tmp_path / "w.duckdb").publish("ghost", ["customers"])
+
+
+def test_reader_in_another_process_neither_blocks_nor_sees_a_mix(tmp_path):
+    """A read-only connection held open in another process across a publish: the publish
+    succeeds, the reader keeps its snapshot, and a new connection sees the new file."""
+    warehouse = Warehouse(tmp_path / "w.duckdb")
+    build(warehouse, "run-1", 3)
+    warehouse.publish("run-1", ["customers"])
+    reader = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import duckdb, sys\n"
+            "con = duckdb.connect(sys.argv[1], read_only=True)\n"
+            "print(con.execute('SELECT count(*) FROM customers').fetchone()[0], flush=True)\n"
+            "sys.stdin.readline()\n"
+            "print(con.execute('SELECT count(*) FROM customers').fetchone()[0], flush=True)\n",
+            str(warehouse.path),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert reader.stdout.readline().strip() == "3"
+        build(warehouse, "run-2", 7)
+        warehouse.publish("run-2", ["customers"])
+        assert count(warehouse.path) == 7
+        out, _ = reader.communicate("go\n", timeout=30)
+        assert out.strip() == "3"
+    finally:
+        reader.kill()
+
+
+def test_writer_lock_is_exclusive_and_times_out_with_a_reason(tmp_path):
+    warehouse = Warehouse(tmp_path / "w.duckdb")
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys\nfrom pathlib import Path\n"
+            "from segmentation_pipeline.core.warehouse import Warehouse\n"
+            f"with Warehouse(Path({str(warehouse.path)!r})).writer_lock(5):\n"
+            "    print('held', flush=True)\n"
+            "    sys.stdin.readline()\n",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(PublishError, match="another refresh"):
+            with warehouse.writer_lock(0.2):
+                pass
+    finally:
+        holder.communicate("\n", timeout=30)
+    with warehouse.writer_lock(1):  # released when the holder ended
+        pass
+
+
+def test_stale_work_files_are_cleaned(tmp_path):
+    warehouse = Warehouse(tmp_path / "w.duckdb")
+    build(warehouse, "dead-run", 3)
+    (warehouse.work_dir / "dead-run.duckdb.wal").write_bytes(b"x")
+    removed = warehouse.clean_stale_work_files()
+    assert {p.name for p in removed} == {"dead-run.duckdb", "dead-run.duckdb.wal"}
+    assert not list(warehouse.work_dir.iterdir())
+
+
+def test_read_only_connection_cannot_write(tmp_path):
+    warehouse = Warehouse(tmp_path / "w.duckdb")
+    build(warehouse, "run-1", 3)
+    warehouse.publish("run-1", ["customers"])
+    con = warehouse.connect_read_only()
+    try:
+        with pytest.raises(duckdb.Error, match="read-only"):
+            con.execute("DELETE FROM customers")
+    finally:
+        con.close()
+    assert count(warehouse.path) == 3
+
+
+def test_connect_read_only_without_warehouse_says_what_to_do(tmp_path):
+    with pytest.raises(FileNotFoundError, match="segmentation run"):
+        Warehouse(tmp_path / "none.duckdb").connect_read_only()
