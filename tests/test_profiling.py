@@ -1,0 +1,281 @@
+"""Segment profiling: z-scores, names that match the segment's place, actions, uniqueness."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from sklearn.cluster import KMeans
+
+from segmentation_pipeline.core.profiling import build_profiles
+
+MALL_CSV = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "Mall_Customers.csv"
+INCOME_SPENDING = ("annual_income", "spending_score")
+
+# A base with round numbers so crafted segment means give obvious z-scores.
+OVERALL = {
+    "n_customers": 1000,
+    "mean_age": 40.0,
+    "std_age": 10.0,
+    "mean_annual_income": 60.0,
+    "std_annual_income": 20.0,
+    "mean_spending_score": 50.0,
+    "std_spending_score": 20.0,
+    "female_share": 0.5,
+}
+
+
+def crafted_stats(rows: list[dict]) -> pd.DataFrame:
+    """Segment stats from a few given means; the other columns get harmless defaults."""
+    defaults = {
+        "n_customers": 100,
+        "avg_age": 40.0,
+        "avg_annual_income": 60.0,
+        "avg_spending_score": 50.0,
+        "female_share": 0.5,
+    }
+    full = [{**defaults, **row} for row in rows]
+    stats = pd.DataFrame(full)
+    for feature in ("age", "annual_income", "spending_score"):
+        stats[f"median_{feature}"] = stats[f"avg_{feature}"]
+        stats[f"std_{feature}"] = 1.0
+    return stats
+
+
+def z(feature: str, value_z: float) -> float:
+    """The segment mean that sits value_z base standard deviations from the base mean."""
+    return OVERALL[f"mean_{feature}"] + value_z * OVERALL[f"std_{feature}"]
+
+
+def mall_customers() -> pd.DataFrame:
+    """The real Mall file in canonical column names."""
+    frame = pd.read_csv(MALL_CSV)
+    frame.columns = ["customer_id", "gender", "age", "annual_income", "spending_score"]
+    return frame
+
+
+def segment_stats(customers: pd.DataFrame) -> pd.DataFrame:
+    """Per-segment stats as the pipeline's SQL computes them."""
+    grouped = customers.groupby("segment_id")
+    stats = pd.DataFrame({"n_customers": grouped.size()})
+    for feature in ("age", "annual_income", "spending_score"):
+        stats[f"avg_{feature}"] = grouped[feature].mean()
+        stats[f"median_{feature}"] = grouped[feature].median()
+        stats[f"std_{feature}"] = grouped[feature].std()
+    stats["female_share"] = grouped["gender"].apply(lambda g: (g == "Female").mean())
+    return stats.reset_index()
+
+
+def overall_stats(customers: pd.DataFrame) -> dict[str, float]:
+    """Whole-base stats as the pipeline's SQL computes them."""
+    overall: dict[str, float] = {"n_customers": float(len(customers))}
+    for feature in ("age", "annual_income", "spending_score"):
+        overall[f"mean_{feature}"] = float(customers[feature].mean())
+        overall[f"std_{feature}"] = float(customers[feature].std())
+    overall["female_share"] = float((customers["gender"] == "Female").mean())
+    return overall
+
+
+@pytest.fixture(scope="module")
+def mall_profiles() -> pd.DataFrame:
+    """Profiles of KMeans(5) on income x spending over the real Mall data."""
+    customers = mall_customers()
+    model = KMeans(5, n_init=10, random_state=42).fit(customers[list(INCOME_SPENDING)])
+    customers["segment_id"] = model.labels_
+    return build_profiles(segment_stats(customers), overall_stats(customers), INCOME_SPENDING)
+
+
+def name_at(profiles: pd.DataFrame, income: float, spending: float) -> str:
+    """Name of the segment whose mean is nearest to the given income x spending point."""
+    distance = (profiles["avg_annual_income"] - income) ** 2 + (
+        profiles["avg_spending_score"] - spending
+    ) ** 2
+    return str(profiles.loc[distance.idxmin(), "segment_name"]).lower()
+
+
+def recommendation_at(profiles: pd.DataFrame, income: float, spending: float) -> str:
+    """Recommendation of the segment nearest to the given income x spending point."""
+    distance = (profiles["avg_annual_income"] - income) ** 2 + (
+        profiles["avg_spending_score"] - spending
+    ) ** 2
+    return str(profiles.loc[distance.idxmin(), "recommendation"]).lower()
+
+
+def test_mall_names_are_distinct_and_match_the_income_spending_plane(mall_profiles):
+    names = mall_profiles["segment_name"]
+    assert names.nunique() == 5
+
+    high_high = name_at(mall_profiles, 86.5, 82.1)
+    assert "high income" in high_high and "high spending" in high_high
+
+    low_high = name_at(mall_profiles, 25.7, 79.4)
+    assert "low income" in low_high and "high spending" in low_high
+    assert "young" in low_high  # average age ~25 against ~39: a distinctive secondary trait
+
+    high_low = name_at(mall_profiles, 88.2, 17.1)
+    assert "high income" in high_low and "low spending" in high_low
+
+    low_low = name_at(mall_profiles, 26.3, 20.9)
+    assert "low income" in low_low and "low spending" in low_low
+
+    average = name_at(mall_profiles, 55.3, 49.5)
+    assert "average" in average and "high" not in average and "low" not in average
+
+
+def test_mall_recommendations_differ_and_fit_the_segment(mall_profiles):
+    assert mall_profiles["recommendation"].nunique() == 5
+    assert "vip" in recommendation_at(mall_profiles, 86.5, 82.1)
+    assert "convert" in recommendation_at(mall_profiles, 88.2, 17.1)
+    low_high = recommendation_at(mall_profiles, 25.7, 79.4)
+    assert "value bundles" in low_high and "social media" in low_high
+    assert "reactivate" in recommendation_at(mall_profiles, 26.3, 20.9)
+    assert "mainstream" in recommendation_at(mall_profiles, 55.3, 49.5)
+
+
+def test_mall_profiles_keep_stats_and_add_share_and_z_scores(mall_profiles):
+    assert list(mall_profiles["segment_id"]) == [0, 1, 2, 3, 4]
+    assert mall_profiles["share"].sum() == pytest.approx(1.0)
+    for column in ("z_age", "z_annual_income", "z_spending_score", "z_gender", "median_age"):
+        assert column in mall_profiles.columns
+    weighted = (mall_profiles["z_annual_income"] * mall_profiles["share"]).sum()
+    assert weighted == pytest.approx(0.0, abs=1e-9)  # segment means average to the base mean
+
+
+def test_z_score_is_segment_mean_against_base_mean_over_base_std():
+    stats = crafted_stats([{"segment_id": 0, "avg_annual_income": 90.0, "female_share": 0.75}])
+    profile = build_profiles(stats, OVERALL, INCOME_SPENDING).iloc[0]
+    assert profile["z_annual_income"] == pytest.approx(1.5)
+    assert profile["z_spending_score"] == pytest.approx(0.0)
+    assert profile["z_gender"] == pytest.approx(0.25 / 0.5)  # base std of a 0/1 share of 0.5
+    assert profile["share"] == pytest.approx(0.1)
+
+
+@pytest.mark.parametrize(
+    ("income_z", "spending_z", "expected"),
+    [
+        (1.0, 1.0, "High income, high spending"),
+        (1.0, -1.0, "High income, low spending"),
+        (-1.0, 1.0, "Low income, high spending"),
+        (-1.0, -1.0, "Low income, low spending"),
+        (1.0, 0.0, "High income, moderate spending"),
+        (0.0, -1.0, "Mid income, low spending"),
+        (0.2, -0.3, "Average mainstream"),
+    ],
+)
+def test_names_follow_income_and_spending_levels(income_z, spending_z, expected):
+    stats = crafted_stats(
+        [
+            {
+                "segment_id": 7,
+                "avg_annual_income": z("annual_income", income_z),
+                "avg_spending_score": z("spending_score", spending_z),
+            }
+        ]
+    )
+    profile = build_profiles(stats, OVERALL, INCOME_SPENDING).iloc[0]
+    assert profile["segment_name"] == expected
+
+
+def test_age_is_added_only_when_clearly_distinctive():
+    stats = crafted_stats(
+        [
+            {"segment_id": 0, "avg_annual_income": z("annual_income", 1), "avg_age": z("age", -1)},
+            {
+                "segment_id": 1,
+                "avg_annual_income": z("annual_income", -1),
+                "avg_age": z("age", 0.6),
+            },
+        ]
+    )
+    names = list(build_profiles(stats, OVERALL, INCOME_SPENDING)["segment_name"])
+    assert names == ["Young, high income, moderate spending", "Low income, moderate spending"]
+
+
+def test_age_as_clustering_feature_is_named_from_the_primary_threshold():
+    stats = crafted_stats([{"segment_id": 0, "avg_age": z("age", 0.6)}])
+    profile = build_profiles(stats, OVERALL, ("age", "spending_score")).iloc[0]
+    assert profile["segment_name"] == "Older, moderate spending"
+    assert "email" in profile["recommendation"]
+
+
+def test_single_gender_segment_from_gender_feature_is_named_plainly():
+    stats = crafted_stats(
+        [
+            {"segment_id": 0, "female_share": 1.0, "avg_spending_score": z("spending_score", 1)},
+            {"segment_id": 1, "female_share": 0.0, "avg_spending_score": z("spending_score", 1)},
+        ]
+    )
+    names = list(build_profiles(stats, OVERALL, ("spending_score", "gender"))["segment_name"])
+    assert names == ["High spending, female", "High spending, male"]
+
+
+def test_duplicate_names_gain_the_next_most_distinctive_trait():
+    high_high = {
+        "avg_annual_income": z("annual_income", 1.2),
+        "avg_spending_score": z("spending_score", 1.2),
+    }
+    # Neither age nor gender passes the secondary threshold, so both start with the same name;
+    # segment 0 differs most by age, segment 1 by gender.
+    stats = crafted_stats(
+        [
+            {"segment_id": 0, **high_high, "avg_age": z("age", -0.6), "female_share": 0.5},
+            {"segment_id": 1, **high_high, "avg_age": z("age", 0.1), "female_share": 0.8},
+        ]
+    )
+    names = list(build_profiles(stats, OVERALL, INCOME_SPENDING)["segment_name"])
+    assert names == [
+        "Young, high income, high spending",
+        "High income, high spending, mostly female",
+    ]
+
+
+def test_identical_segments_are_numbered_in_segment_id_order():
+    twin = {
+        "avg_annual_income": z("annual_income", 1),
+        "avg_spending_score": z("spending_score", 1),
+    }
+    stats = crafted_stats(
+        [{"segment_id": 9, **twin}, {"segment_id": 3, **twin}, {"segment_id": 5, **twin}]
+    )
+    profiles = build_profiles(stats, OVERALL, INCOME_SPENDING)
+    assert list(profiles["segment_id"]) == [3, 5, 9]
+    names = list(profiles["segment_name"])
+    assert len(set(names)) == 3
+    assert [name[-3:] for name in names] == ["(1)", "(2)", "(3)"]
+
+
+def test_disambiguation_separates_two_average_segments_by_age():
+    stats = crafted_stats(
+        [
+            {"segment_id": 0, "avg_age": z("age", -0.6)},
+            {"segment_id": 1, "avg_age": z("age", 0.6)},
+        ]
+    )
+    names = list(build_profiles(stats, OVERALL, INCOME_SPENDING)["segment_name"])
+    assert names == ["Average mainstream, young", "Average mainstream, older"]
+
+
+def test_output_is_deterministic_and_sorted_whatever_the_input_order():
+    rows = [
+        {"segment_id": i, "avg_annual_income": z("annual_income", (i % 3) - 1)} for i in range(6)
+    ]
+    forward = build_profiles(crafted_stats(rows), OVERALL, INCOME_SPENDING)
+    backward = build_profiles(crafted_stats(rows[::-1]), OVERALL, INCOME_SPENDING)
+    pd.testing.assert_frame_equal(forward, backward)
+    assert forward["segment_name"].is_unique
+
+
+def test_zero_base_std_gives_zero_z_instead_of_infinity():
+    overall = {**OVERALL, "std_age": 0.0}
+    stats = crafted_stats([{"segment_id": 0, "avg_age": 55.0}])
+    profile = build_profiles(stats, overall, INCOME_SPENDING).iloc[0]
+    assert profile["z_age"] == 0.0
+
+
+def test_missing_inputs_are_reported_by_name():
+    stats = crafted_stats([{"segment_id": 0}]).drop(columns=["female_share"])
+    with pytest.raises(ValueError, match="female_share"):
+        build_profiles(stats, OVERALL, INCOME_SPENDING)
+    with pytest.raises(ValueError, match="unknown features"):
+        build_profiles(crafted_stats([{"segment_id": 0}]), OVERALL, ("shoe_size",))
