@@ -48,6 +48,13 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         help="fail and publish nothing when a larger share of rows is rejected (default 0.01)",
     )
+    run.add_argument(
+        "--features",
+        help="comma-separated clustering features (default age,annual_income,spending_score)",
+    )
+    run.add_argument("--k-min", type=int, help="smallest number of segments tried (default 2)")
+    run.add_argument("--k-max", type=int, help="largest number of segments tried (default 10)")
+    run.add_argument("--seed", type=int, help="seed for sampling and fitting (default 0)")
     run.add_argument("--engine", choices=("local", "spark"), help="engine for the heavy steps")
     run.set_defaults(handler=_run)
 
@@ -71,6 +78,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from segmentation_pipeline.core.features import parse_features
     from segmentation_pipeline.runner import run_segmentation_job
 
     if args.warehouse is not None:
@@ -82,6 +90,15 @@ def _run(args: argparse.Namespace) -> int:
         settings["max_reject_fraction"] = args.max_reject_fraction
     if args.engine is not None:
         settings["engine"] = args.engine
+    if args.features is not None:
+        try:
+            settings["features"] = list(parse_features(args.features))
+        except ValueError as error:
+            print(f"segmentation run: --features: {error}", file=sys.stderr)
+            return EXIT_USAGE
+    for name in ("k_min", "k_max", "seed"):
+        if getattr(args, name) is not None:
+            settings[name] = getattr(args, name)
     outcome = run_segmentation_job(settings)
     if not outcome.published:
         print(f"segmentation run failed (run {outcome.run_id}):", file=sys.stderr)

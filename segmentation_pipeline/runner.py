@@ -131,7 +131,8 @@ def _problems(result: object) -> list[str]:
             if data.user_failure_data is not None and data.user_failure_data.description:
                 problems.append(f"{event.step_key}: {data.user_failure_data.description}")
             elif data.error is not None:
-                problems.append(f"{event.step_key}: {data.error.message.strip()}")
+                error = data.error.cause or data.error  # the user code's exception, if wrapped
+                problems.append(f"{event.step_key}: {error.message.strip()}")
     for evaluation in result.get_asset_check_evaluations():  # type: ignore[attr-defined]
         if not evaluation.passed:
             problems.append(f"check {evaluation.check_name} failed: {evaluation.description}")
@@ -144,17 +145,33 @@ def published_summary(warehouse: Path, run_id: str) -> str:
 
     con = Warehouse(warehouse).connect_read_only()
     try:
-        n_customers, n_rejected, source = con.execute(
-            "SELECT n_customers, n_rejected, source FROM ingest_runs WHERE run_id = $run_id",
+        run = con.execute(
+            "SELECT r.source, r.n_customers, r.n_rejected, r.algorithm, r.n_segments, "
+            "r.silhouette, r.features, r.ari_vs_previous FROM segmentation_runs r "
+            "WHERE r.run_id = $run_id",
             {"run_id": run_id},
         ).fetchone()
+        segments = con.execute(
+            "SELECT segment_id, segment_name, n_customers, share FROM segment_profiles "
+            "WHERE run_id = $run_id ORDER BY segment_id",
+            {"run_id": run_id},
+        ).fetchall()
     finally:
         con.close()
-    return "\n".join(
-        [
-            f"Published run {run_id}",
-            f"  source:     {source}",
-            f"  customers:  {n_customers:,} ({n_rejected:,} rows rejected)",
-            f"  warehouse:  {warehouse}",
-        ]
-    )
+    source, n_customers, n_rejected, algorithm, k, silhouette, features, ari = run
+    report = warehouse.parent / "reports" / f"{run_id}.html"
+    lines = [
+        f"Published run {run_id}",
+        f"  source:     {source}",
+        f"  customers:  {n_customers:,} ({n_rejected:,} rows rejected)",
+        f"  model:      {algorithm}, {k} segments on {features} (silhouette {silhouette:.3f})",
+        f"  vs previous run: ARI {ari:.3f}" if ari is not None else "  first run",
+        "  segments:",
+        *(
+            f"    {segment_id:>3}  {name:<45} {n:>10,}  {share:6.1%}"
+            for segment_id, name, n, share in segments
+        ),
+        f"  warehouse:  {warehouse}",
+        f"  report:     {report if report.exists() else 'not written (see the run log)'}",
+    ]
+    return "\n".join(lines)

@@ -3,19 +3,23 @@
 The Dagster assets call an engine for everything that scales with the number of
 customers: loading and validating the input, statistics, sampling, fitting and
 assigning. The local engine does it with DuckDB and scikit-learn on one machine; a
-distributed engine (Spark) implements the same methods and writes the same tables
-into the run's work database, so assets, checks, tables and reports stay unchanged.
+distributed engine (Spark) implements the same methods and writes the same tables into
+the run's work database, so assets, checks, tables and reports stay unchanged.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
 import duckdb
+import numpy as np
 
-from segmentation_pipeline.core import ingest
+from segmentation_pipeline.core import assignment, features, ingest, selection
+from segmentation_pipeline.core.features import FeatureScaling
 from segmentation_pipeline.core.ingest import IngestSummary
+from segmentation_pipeline.core.selection import ModelSelection
 
 ENGINE_NAMES = ("local", "spark")
 
@@ -31,9 +35,37 @@ class SegmentationEngine(Protocol):
         """Load and validate the input into ``customers``, quarantining bad rows."""
         ...
 
+    def feature_scaling(
+        self, con: duckdb.DuckDBPyConnection, feature_names: Sequence[str]
+    ) -> FeatureScaling:
+        """Mean and standard deviation of each feature over all customers."""
+        ...
+
+    def sample_features(
+        self, con: duckdb.DuckDBPyConnection, scaling: FeatureScaling, size: int, seed: int
+    ) -> np.ndarray:
+        """A deterministic, order-independent sample of standardised feature rows."""
+        ...
+
+    def select_model(self, sample: np.ndarray, **options: object) -> ModelSelection:
+        """Candidates over algorithms and k, the chosen one, and its centroids."""
+        ...
+
+    def assign(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        scaling: FeatureScaling,
+        centroids: np.ndarray,
+        segment_ids: Sequence[int],
+        thresholds: np.ndarray,
+        run_id: str,
+    ) -> int:
+        """Write ``segment_assignments`` for every customer; return the count."""
+        ...
+
 
 class LocalEngine:
-    """DuckDB for loading, statistics and sampling; scikit-learn for fitting."""
+    """DuckDB for loading, statistics, sampling and storage; scikit-learn for fitting."""
 
     name = "local"
 
@@ -41,6 +73,30 @@ class LocalEngine:
         self, con: duckdb.DuckDBPyConnection, source: Path, run_id: str
     ) -> IngestSummary:
         return ingest.stage_customers(con, source, run_id)
+
+    def feature_scaling(
+        self, con: duckdb.DuckDBPyConnection, feature_names: Sequence[str]
+    ) -> FeatureScaling:
+        return features.compute_scaling(con, feature_names)
+
+    def sample_features(
+        self, con: duckdb.DuckDBPyConnection, scaling: FeatureScaling, size: int, seed: int
+    ) -> np.ndarray:
+        return features.sample_features(con, scaling, size, seed)
+
+    def select_model(self, sample: np.ndarray, **options: object) -> ModelSelection:
+        return selection.select_model(sample, **options)  # type: ignore[arg-type]
+
+    def assign(
+        self,
+        con: duckdb.DuckDBPyConnection,
+        scaling: FeatureScaling,
+        centroids: np.ndarray,
+        segment_ids: Sequence[int],
+        thresholds: np.ndarray,
+        run_id: str,
+    ) -> int:
+        return assignment.assign_customers(con, scaling, centroids, segment_ids, thresholds, run_id)
 
 
 def get_engine(name: str) -> SegmentationEngine:

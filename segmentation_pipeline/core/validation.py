@@ -115,3 +115,43 @@ def reject_share_within_limit(
     ).fetchall()
     shown = "; ".join(f"{source}, line {line}: {reason}" for line, reason in examples)
     return CheckOutcome(False, f"{summary}. First rejected rows: {shown}", metadata)
+
+
+def run_is_complete(con: duckdb.DuckDBPyConnection, run_id: str) -> CheckOutcome:
+    """Everything published belongs to this run: each customer has exactly one segment of
+    this run, each segment a profile, and the run is recorded. A partial re-materialization
+    (say, only the ingest) must not publish new customers next to old segments."""
+    problems = []
+    n_customers, n_assigned, n_other_runs = con.execute(
+        "SELECT (SELECT count(*) FROM customers), "
+        "(SELECT count(*) FROM segment_assignments WHERE run_id = $run_id), "
+        "(SELECT count(*) FROM segment_assignments WHERE run_id <> $run_id)",
+        {"run_id": run_id},
+    ).fetchone()
+    if n_assigned != n_customers or n_other_runs:
+        problems.append(
+            f"{n_customers:,} customers but {n_assigned:,} assignments of this run "
+            f"and {n_other_runs:,} of other runs"
+        )
+    unassigned = con.execute(
+        "SELECT count(*) FROM customers c ANTI JOIN segment_assignments a USING (customer_id)"
+    ).fetchone()[0]
+    if unassigned:
+        problems.append(f"{unassigned:,} customers have no segment")
+    unnamed = con.execute(
+        "SELECT count(*) FROM (SELECT DISTINCT segment_id FROM segment_assignments) s "
+        "ANTI JOIN (SELECT segment_id FROM segment_profiles WHERE run_id = $run_id) p "
+        "USING (segment_id)",
+        {"run_id": run_id},
+    ).fetchone()[0]
+    if unnamed:
+        problems.append(f"{unnamed} segment(s) have no profile for this run")
+    recorded = con.execute(
+        "SELECT count(*) FROM segmentation_runs WHERE run_id = $run_id AND n_customers IS NOT NULL",
+        {"run_id": run_id},
+    ).fetchone()[0]
+    if not recorded:
+        problems.append("the run is not recorded in segmentation_runs")
+    if problems:
+        return CheckOutcome(False, "; ".join(problems))
+    return CheckOutcome(True, f"{n_customers:,} customers, all assigned and profiled")

@@ -151,7 +151,9 @@ def _required_row_counts(
     present = {
         row[0]
         for row in con.execute(
-            "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database()"
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
+            "UNION ALL SELECT view_name FROM duckdb_views() "
+            "WHERE database_name = current_database() AND NOT internal"
         ).fetchall()
     }
     missing = [name for name in required_tables if name not in present]

@@ -15,6 +15,8 @@ import duckdb
 from pydantic import Field, PrivateAttr
 
 from segmentation_pipeline.core import locations
+from segmentation_pipeline.core.schema import DEFAULT_FEATURES
+from segmentation_pipeline.core.selection import ALGORITHMS
 from segmentation_pipeline.core.warehouse import Warehouse
 
 
@@ -71,6 +73,25 @@ class SegmentationSettings(dg.ConfigurableResource):
         description="A run fails and publishes nothing when a larger share of rows is rejected.",
     )
     engine: str = Field(default="local", description="Engine for the heavy steps: local.")
+    features: list[str] = Field(
+        default=list(DEFAULT_FEATURES),
+        description="Clustering features: any of age, annual_income, spending_score, gender.",
+    )
+    k_min: int = Field(default=2, ge=2, description="Smallest number of segments tried.")
+    k_max: int = Field(default=10, ge=2, description="Largest number of segments tried.")
+    algorithms: list[str] = Field(
+        default=list(ALGORITHMS), description="Algorithms tried: kmeans, gmm, ward."
+    )
+    seed: int = Field(default=0, description="Seed for sampling and fitting (reproducible runs).")
+    sample_size: int = Field(
+        default=200_000, ge=100, description="Customers sampled for model selection and fit."
+    )
+    segment_match_distance: float = Field(
+        default=1.0,
+        gt=0,
+        description="A new segment keeps a previous segment's id when their centroids are "
+        "closer than this, in standard deviations.",
+    )
 
     @property
     def source_path(self) -> Path:

@@ -3,13 +3,27 @@
 import dagster as dg
 
 from segmentation_pipeline.core.errors import PublishError
-from segmentation_pipeline.defs.assets.ingest import GROUP, raw_customers
+from segmentation_pipeline.core.validation import run_is_complete
+from segmentation_pipeline.defs.assets.ingest import GROUP
+from segmentation_pipeline.defs.assets.profiles import segment_profiles
 from segmentation_pipeline.defs.resources import WarehouseResource
 
-PUBLISHED_TABLES = ("customers", "rejected_rows", "ingest_runs")
+PUBLISHED_TABLES = (
+    "customers",
+    "customer_segments",
+    "segment_profiles",
+    "segmentation_runs",
+    "model_candidates",
+    "segment_centroids",
+    "feature_scaling",
+    "customer_segments_history",
+    "segment_migrations",
+    "rejected_rows",
+    "ingest_runs",
+)
 
 
-@dg.asset(group_name=GROUP, kinds={"duckdb"}, deps=[raw_customers])
+@dg.asset(group_name=GROUP, kinds={"duckdb"}, deps=[segment_profiles])
 def published_warehouse(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
@@ -19,8 +33,17 @@ def published_warehouse(
     and renamed over the published file: a reader sees the old results or the new ones,
     never a mix, and the previous file stays next to it as `*.previous.duckdb`.
     """
+    run_id = context.run.run_id
+    with warehouse.work_connection(run_id) as con:
+        complete = run_is_complete(con, run_id)
+    if not complete.passed:
+        raise dg.Failure(
+            description=f"not published, the results are incomplete: {complete.description}. "
+            "Materialize the whole segmentation group (segmentation_job).",
+            allow_retries=False,
+        )
     try:
-        result = warehouse.warehouse.publish(context.run.run_id, PUBLISHED_TABLES)
+        result = warehouse.warehouse.publish(run_id, PUBLISHED_TABLES)
     except PublishError as error:
         raise dg.Failure(description=str(error), allow_retries=False) from None
     context.log.info(f"Published {result.path} ({result.size_bytes:,} bytes).")

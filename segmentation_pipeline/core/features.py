@@ -1,0 +1,124 @@
+"""Clustering features: which columns, how they are standardised, and the model's sample.
+
+Statistics are computed in DuckDB SQL over every customer (one pass, any size), and the
+scaling parameters are stored as data with the run, so a model is fully described by its
+centroids plus these numbers. The sample for model fitting is chosen by a hash of the
+customer id and the seed, so it depends on which customers there are, not on the order of
+the rows in the input file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import duckdb
+import numpy as np
+
+from segmentation_pipeline.core.schema import FEATURE_COLUMNS
+
+# gender enters as a 0/1 indicator of 'female' (any case), so it can be averaged and scaled.
+_EXPRESSIONS = {
+    "age": "CAST(age AS DOUBLE)",
+    "annual_income": "CAST(annual_income AS DOUBLE)",
+    "spending_score": "CAST(spending_score AS DOUBLE)",
+    "gender": "CASE WHEN lower(trim(gender)) = 'female' THEN 1.0 ELSE 0.0 END",
+}
+
+
+@dataclass(frozen=True)
+class FeatureScaling:
+    """Per-feature mean and population standard deviation: z = (x - mean) / std."""
+
+    features: tuple[str, ...]
+    means: tuple[float, ...]
+    stds: tuple[float, ...]
+
+    def to_original(self, scaled: np.ndarray) -> np.ndarray:
+        """Standardised values (e.g. centroids) back in the features' own units."""
+        return np.asarray(scaled, dtype=np.float64) * np.array(self.stds) + np.array(self.means)
+
+    def to_scaled(self, original: np.ndarray) -> np.ndarray:
+        return (np.asarray(original, dtype=np.float64) - np.array(self.means)) / np.array(self.stds)
+
+    def scaled_columns_sql(self) -> str:
+        """SELECT-list of the standardised features as FLOAT, named after the features."""
+        return ", ".join(
+            f"CAST(({_EXPRESSIONS[name]} - {mean!r}) / {std!r} AS FLOAT) AS {name}"
+            for name, mean, std in zip(self.features, self.means, self.stds, strict=True)
+        )
+
+
+def parse_features(features: Sequence[str] | str) -> tuple[str, ...]:
+    """Validate a feature list ('age,annual_income' or a sequence); clear error otherwise."""
+    names = (
+        [f.strip() for f in features.split(",")] if isinstance(features, str) else list(features)
+    )
+    names = [name for name in names if name]
+    if not names:
+        raise ValueError("no features given; choose from " + ", ".join(FEATURE_COLUMNS))
+    unknown = [name for name in names if name not in FEATURE_COLUMNS]
+    if unknown:
+        raise ValueError(
+            f"unknown feature(s) {', '.join(unknown)}; choose from {', '.join(FEATURE_COLUMNS)}"
+        )
+    if len(set(names)) != len(names):
+        raise ValueError(f"feature listed twice in {', '.join(names)}")
+    return tuple(names)
+
+
+def compute_scaling(con: duckdb.DuckDBPyConnection, features: Sequence[str]) -> FeatureScaling:
+    """Means and standard deviations over all customers, in one SQL pass."""
+    columns = ", ".join(
+        f"avg({_EXPRESSIONS[name]}), stddev_pop({_EXPRESSIONS[name]})" for name in features
+    )
+    row = con.execute(f"SELECT {columns} FROM customers").fetchone()  # noqa: S608 - fixed names
+    means = tuple(float(v) for v in row[0::2])
+    stds = tuple(float(v) if v is not None else 0.0 for v in row[1::2])
+    constant = [name for name, std in zip(features, stds, strict=True) if not std > 0]
+    if constant:
+        raise ValueError(
+            f"feature(s) {', '.join(constant)} have the same value for every customer, so they "
+            "cannot separate segments; leave them out of --features"
+        )
+    return FeatureScaling(tuple(features), means, stds)
+
+
+def record_scaling(con: duckdb.DuckDBPyConnection, scaling: FeatureScaling, run_id: str) -> None:
+    """Store the scaling parameters with the run, and a view of today's scaled features."""
+    con.execute(
+        "CREATE TABLE IF NOT EXISTS feature_scaling "
+        "(run_id VARCHAR, position INTEGER, feature VARCHAR, mean DOUBLE, std DOUBLE)"
+    )
+    con.execute("DELETE FROM feature_scaling WHERE run_id = $run_id", {"run_id": run_id})
+    con.executemany(
+        "INSERT INTO feature_scaling VALUES (?, ?, ?, ?, ?)",
+        [
+            (run_id, position, name, mean, std)
+            for position, (name, mean, std) in enumerate(
+                zip(scaling.features, scaling.means, scaling.stds, strict=True)
+            )
+        ],
+    )
+    con.execute(
+        f"CREATE OR REPLACE VIEW customer_features AS "  # noqa: S608 - numbers and fixed names
+        f"SELECT customer_id, {scaling.scaled_columns_sql()} FROM customers"
+    )
+
+
+def sample_features(
+    con: duckdb.DuckDBPyConnection, scaling: FeatureScaling, size: int, seed: int
+) -> np.ndarray:
+    """Up to ``size`` customers' standardised features as float32 rows.
+
+    All customers when there are at most ``size``; otherwise those with the smallest
+    hash of (customer_id, seed): deterministic, and independent of the input row order.
+    """
+    n_customers = con.execute("SELECT count(*) FROM customers").fetchone()[0]
+    order = "customer_id" if n_customers <= size else "hash(customer_id, $seed), customer_id"
+    relation = con.execute(
+        f"SELECT {scaling.scaled_columns_sql()} FROM customers "  # noqa: S608 - fixed names
+        f"ORDER BY {order} LIMIT $size",
+        {"size": size, "seed": seed} if n_customers > size else {"size": size},
+    ).fetchnumpy()
+    return np.column_stack([relation[name] for name in scaling.features]).astype(np.float32)

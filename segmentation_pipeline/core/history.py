@@ -1,0 +1,237 @@
+"""Run history in the warehouse: centroids, stable ids, assignments over time, migrations.
+
+Every run appends to the history tables instead of replacing them, so the warehouse can
+answer "which segment was this customer in last month" and "how many customers moved
+from segment 2 to segment 5 last night". The previous run is the latest one recorded in
+``segmentation_runs``; the work database starts as a copy of the published one, so the
+history is there when a run begins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from segmentation_pipeline.core.alignment import align_segment_ids, ari_from_contingency
+from segmentation_pipeline.core.features import FeatureScaling
+
+HISTORY_DDL = (
+    """CREATE TABLE IF NOT EXISTS segmentation_runs (
+        run_id VARCHAR, finished_at TIMESTAMPTZ, source VARCHAR, source_sha256 VARCHAR,
+        n_customers BIGINT, n_rejected BIGINT, algorithm VARCHAR, n_segments INTEGER,
+        features VARCHAR, silhouette DOUBLE, davies_bouldin DOUBLE, calinski_harabasz DOUBLE,
+        inertia DOUBLE, stability DOUBLE, ari_vs_previous DOUBLE, previous_run_id VARCHAR,
+        selection_rule VARCHAR, seed INTEGER, sample_size BIGINT, engine VARCHAR)""",
+    """CREATE TABLE IF NOT EXISTS model_candidates (
+        run_id VARCHAR, algorithm VARCHAR, k INTEGER, silhouette DOUBLE, davies_bouldin DOUBLE,
+        calinski_harabasz DOUBLE, inertia DOUBLE, stability DOUBLE, selected BOOLEAN)""",
+    """CREATE TABLE IF NOT EXISTS segment_centroids (
+        run_id VARCHAR, segment_id INTEGER, feature VARCHAR, centroid DOUBLE,
+        centroid_scaled DOUBLE, outlier_distance DOUBLE)""",
+    """CREATE TABLE IF NOT EXISTS customer_segments_history (
+        run_id VARCHAR, customer_id VARCHAR, segment_id INTEGER)""",
+    """CREATE TABLE IF NOT EXISTS segment_migrations (
+        run_id VARCHAR, previous_run_id VARCHAR, from_segment_id INTEGER,
+        to_segment_id INTEGER, n_customers BIGINT)""",
+)
+
+
+@dataclass(frozen=True)
+class PreviousModel:
+    """The last published run's segments, as needed to keep their ids."""
+
+    run_id: str
+    segment_ids: tuple[int, ...]
+    centroids: np.ndarray  # original units, rows in segment_ids order
+
+
+def ensure_history_tables(con: duckdb.DuckDBPyConnection) -> None:
+    for ddl in HISTORY_DDL:
+        con.execute(ddl)
+
+
+def previous_run_id(con: duckdb.DuckDBPyConnection, run_id: str) -> str | None:
+    """The latest run recorded before this one, if any."""
+    row = con.execute(
+        "SELECT run_id FROM segmentation_runs WHERE run_id <> $run_id "
+        "ORDER BY finished_at DESC, run_id LIMIT 1",
+        {"run_id": run_id},
+    ).fetchone()
+    return row[0] if row else None
+
+
+def previous_model(
+    con: duckdb.DuckDBPyConnection, run_id: str, features: Sequence[str]
+) -> PreviousModel | None:
+    """The previous run's centroids, when it used the same features (else ids can't match)."""
+    previous = previous_run_id(con, run_id)
+    if previous is None:
+        return None
+    frame = con.execute(
+        "SELECT segment_id, feature, centroid FROM segment_centroids WHERE run_id = $run_id",
+        {"run_id": previous},
+    ).df()
+    if frame.empty or set(frame["feature"]) != set(features):
+        return None
+    wide = frame.pivot(index="segment_id", columns="feature", values="centroid").sort_index()
+    return PreviousModel(
+        run_id=previous,
+        segment_ids=tuple(int(i) for i in wide.index),
+        centroids=wide[list(features)].to_numpy(dtype=np.float64),
+    )
+
+
+def next_free_segment_id(con: duckdb.DuckDBPyConnection) -> int:
+    """Ids are never reused: a retired segment's id stays retired."""
+    row = con.execute("SELECT max(segment_id) FROM segment_centroids").fetchone()
+    return int(row[0]) + 1 if row and row[0] is not None else 1
+
+
+def stable_segment_ids(
+    con: duckdb.DuckDBPyConnection,
+    run_id: str,
+    scaling: FeatureScaling,
+    centroids_scaled: np.ndarray,
+    max_distance: float,
+) -> list[int]:
+    """Ids for the new centroids: a segment that is still there keeps its id."""
+    previous = previous_model(con, run_id, scaling.features)
+    return align_segment_ids(
+        centroids_scaled,
+        scaling.to_scaled(previous.centroids) if previous else None,
+        list(previous.segment_ids) if previous else None,
+        next_free_segment_id(con),
+        max_distance,
+    )
+
+
+def record_model(
+    con: duckdb.DuckDBPyConnection,
+    run_id: str,
+    scaling: FeatureScaling,
+    segment_ids: Sequence[int],
+    centroids_scaled: np.ndarray,
+    thresholds: np.ndarray,
+    candidates: pd.DataFrame,
+) -> None:
+    """Centroids (scaled and original units) and all candidates, as rows of this run."""
+    original = scaling.to_original(centroids_scaled)
+    rows = [
+        (
+            run_id,
+            int(segment_id),
+            feature,
+            float(original[i, j]),
+            float(centroids_scaled[i, j]),
+            float(thresholds[i]),
+        )
+        for i, segment_id in enumerate(segment_ids)
+        for j, feature in enumerate(scaling.features)
+    ]
+    con.execute("DELETE FROM segment_centroids WHERE run_id = $run_id", {"run_id": run_id})
+    con.executemany("INSERT INTO segment_centroids VALUES (?, ?, ?, ?, ?, ?)", rows)
+    con.execute("DELETE FROM model_candidates WHERE run_id = $run_id", {"run_id": run_id})
+    frame = candidates.assign(run_id=run_id)[
+        [
+            "run_id",
+            "algorithm",
+            "k",
+            "silhouette",
+            "davies_bouldin",
+            "calinski_harabasz",
+            "inertia",
+            "stability",
+            "selected",
+        ]
+    ]
+    con.register("new_candidates", frame)
+    con.execute("INSERT INTO model_candidates SELECT * FROM new_candidates")
+    con.unregister("new_candidates")
+
+
+def record_assignment_history(
+    con: duckdb.DuckDBPyConnection, run_id: str, previous: str | None
+) -> float | None:
+    """Append this run's assignments and migrations; return ARI against the previous run."""
+    for table in ("customer_segments_history", "segment_migrations"):
+        con.execute(f"DELETE FROM {table} WHERE run_id = $run_id", {"run_id": run_id})  # noqa: S608
+    con.execute(
+        "INSERT INTO customer_segments_history "
+        "SELECT run_id, customer_id, segment_id FROM segment_assignments"
+    )
+    con.execute(
+        """
+        INSERT INTO segment_migrations
+        SELECT $run_id, $previous, before.segment_id, now.segment_id, count(*)
+        FROM (SELECT customer_id, segment_id FROM segment_assignments) AS now
+        FULL OUTER JOIN (SELECT customer_id, segment_id FROM customer_segments_history
+                         WHERE run_id = $previous) AS before USING (customer_id)
+        GROUP BY ALL ORDER BY 3 NULLS FIRST, 4 NULLS FIRST
+        """,
+        {"run_id": run_id, "previous": previous},
+    )
+    if previous is None:
+        return None
+    counts = con.execute(
+        "SELECT from_segment_id, to_segment_id, n_customers FROM segment_migrations "
+        "WHERE run_id = $run_id AND from_segment_id IS NOT NULL AND to_segment_id IS NOT NULL",
+        {"run_id": run_id},
+    ).fetchall()
+    if not counts:
+        return None
+    rows = sorted({r[0] for r in counts})
+    cols = sorted({r[1] for r in counts})
+    table = np.zeros((len(rows), len(cols)), dtype=np.int64)
+    for source, target, n in counts:
+        table[rows.index(source), cols.index(target)] = n
+    return ari_from_contingency(table)
+
+
+def record_run(con: duckdb.DuckDBPyConnection, run: dict[str, object]) -> None:
+    """One row in ``segmentation_runs`` (replacing a retry's row of the same run).
+
+    Written when the model is chosen; ``finish_run`` completes it after assignment.
+    """
+    con.execute("DELETE FROM segmentation_runs WHERE run_id = $run_id", {"run_id": run["run_id"]})
+    columns = [
+        "run_id",
+        "finished_at",
+        "source",
+        "source_sha256",
+        "n_customers",
+        "n_rejected",
+        "algorithm",
+        "n_segments",
+        "features",
+        "silhouette",
+        "davies_bouldin",
+        "calinski_harabasz",
+        "inertia",
+        "stability",
+        "ari_vs_previous",
+        "previous_run_id",
+        "selection_rule",
+        "seed",
+        "sample_size",
+        "engine",
+    ]
+    values = {**run, "features": ",".join(run["features"])}  # type: ignore[arg-type]
+    placeholders = ", ".join("now()" if c == "finished_at" else f"${c}" for c in columns)
+    con.execute(
+        f"INSERT INTO segmentation_runs ({', '.join(columns)}) VALUES ({placeholders})",  # noqa: S608
+        {c: values.get(c) for c in columns if c != "finished_at"},
+    )
+
+
+def finish_run(
+    con: duckdb.DuckDBPyConnection, run_id: str, n_customers: int, ari: float | None
+) -> None:
+    con.execute(
+        "UPDATE segmentation_runs SET n_customers = $n, ari_vs_previous = $ari, "
+        "finished_at = now() WHERE run_id = $run_id",
+        {"n": n_customers, "ari": ari, "run_id": run_id},
+    )

@@ -1,0 +1,100 @@
+"""Gather what the report shows from the published warehouse, for one run.
+
+Everything is read back from the tables analysts query, so the report and SQL always
+agree. The scatter plots use a deterministic sample of customers (smallest hash of the
+id), so the same run always renders the same report.
+"""
+
+from __future__ import annotations
+
+import duckdb
+import pandas as pd
+
+from segmentation_pipeline.core.report import ReportInputs
+
+REPORT_SAMPLE = 5_000
+
+
+def load_report_inputs(
+    con: duckdb.DuckDBPyConnection, run_id: str, sample_size: int = REPORT_SAMPLE
+) -> ReportInputs:
+    run_frame = con.execute(
+        "SELECT * FROM segmentation_runs WHERE run_id = $run_id", {"run_id": run_id}
+    ).df()
+    if run_frame.empty:
+        raise ValueError(f"run {run_id} is not in segmentation_runs")
+    run = run_frame.iloc[0].to_dict()
+    run["features"] = str(run["features"]).split(",")
+    run["finished_at"] = str(run["finished_at"])
+    if pd.isna(run.get("ari_vs_previous")):
+        run["ari_vs_previous"] = None
+    previous = run.get("previous_run_id")
+    previous = None if previous is None or pd.isna(previous) else str(previous)
+    parameters = {"run_id": run_id}
+    sample = con.execute(
+        "SELECT c.customer_id, c.gender, c.age, c.annual_income, c.spending_score, s.segment_id "
+        "FROM customers c JOIN customer_segments s USING (customer_id) "
+        "ORDER BY hash(c.customer_id), c.customer_id LIMIT $n",
+        {"n": sample_size},
+    ).df()
+    candidates = con.execute(
+        "SELECT algorithm, k, silhouette, davies_bouldin, calinski_harabasz, inertia, stability,"
+        " selected FROM model_candidates WHERE run_id = $run_id ORDER BY algorithm, k",
+        parameters,
+    ).df()
+    profiles = con.execute(
+        "SELECT * EXCLUDE (run_id) FROM segment_profiles WHERE run_id = $run_id "
+        "ORDER BY segment_id",
+        parameters,
+    ).df()
+    centroids = (
+        con.execute(
+            "SELECT segment_id, feature, centroid FROM segment_centroids WHERE run_id = $run_id",
+            parameters,
+        )
+        .df()
+        .pivot(index="segment_id", columns="feature", values="centroid")
+        .reset_index()
+    )
+    centroids.columns.name = None
+    migrations = drift = None
+    if previous is not None:
+        migrations = con.execute(
+            "SELECT from_segment_id, to_segment_id, n_customers FROM segment_migrations "
+            "WHERE run_id = $run_id ORDER BY 1 NULLS FIRST, 2 NULLS FIRST",
+            parameters,
+        ).df()
+        drift = _drift(con, run_id, previous)
+    return ReportInputs(
+        run=run,
+        customers_sample=sample,
+        candidates=candidates,
+        profiles=profiles,
+        centroids=centroids,
+        migrations=migrations,
+        drift=drift,
+    )
+
+
+def _drift(con: duckdb.DuckDBPyConnection, run_id: str, previous: str) -> pd.DataFrame:
+    """Per segment of this run: share before and now, and how far its centroid moved
+    (in this run's standard deviations; NaN for a segment that is new)."""
+    return con.execute(
+        """
+        WITH now AS (SELECT segment_id, share FROM segment_profiles WHERE run_id = $run_id),
+             before AS (SELECT segment_id, share FROM segment_profiles WHERE run_id = $previous),
+             moved AS (
+                SELECT c.segment_id, sqrt(sum(pow((c.centroid - p.centroid) / s.std, 2))) AS shift
+                FROM segment_centroids c
+                JOIN segment_centroids p
+                  ON p.run_id = $previous AND p.segment_id = c.segment_id
+                 AND p.feature = c.feature
+                JOIN feature_scaling s ON s.run_id = c.run_id AND s.feature = c.feature
+                WHERE c.run_id = $run_id GROUP BY c.segment_id)
+        SELECT now.segment_id, before.share AS previous_share, now.share,
+               moved.shift AS centroid_shift
+        FROM now LEFT JOIN before USING (segment_id) LEFT JOIN moved USING (segment_id)
+        ORDER BY now.segment_id
+        """,
+        {"run_id": run_id, "previous": previous},
+    ).df()

@@ -1,0 +1,220 @@
+"""The model: scaled features, model selection with stable ids, and every customer's segment."""
+
+import dagster as dg
+import numpy as np
+import pandas as pd
+
+from segmentation_pipeline.core import history
+from segmentation_pipeline.core.assignment import outlier_thresholds
+from segmentation_pipeline.core.engine import get_engine
+from segmentation_pipeline.core.features import FeatureScaling, parse_features, record_scaling
+from segmentation_pipeline.core.selection import candidates_frame
+from segmentation_pipeline.defs.assets.ingest import GROUP, raw_customers
+from segmentation_pipeline.defs.metadata import markdown_preview
+from segmentation_pipeline.defs.resources import SegmentationSettings, WarehouseResource
+
+
+def _scaling_of_run(con, run_id: str) -> FeatureScaling:  # noqa: ANN001 - a DuckDB connection
+    rows = con.execute(
+        "SELECT feature, mean, std FROM feature_scaling WHERE run_id = $run_id ORDER BY position",
+        {"run_id": run_id},
+    ).fetchall()
+    if not rows:
+        raise dg.Failure("no feature scaling recorded for this run; materialize customer_features")
+    names, means, stds = zip(*rows, strict=True)
+    return FeatureScaling(tuple(names), tuple(means), tuple(stds))
+
+
+@dg.asset(group_name=GROUP, kinds={"duckdb"}, deps=[raw_customers])
+def customer_features(
+    context: dg.AssetExecutionContext,
+    settings: SegmentationSettings,
+    warehouse: WarehouseResource,
+) -> dg.MaterializeResult:
+    """The chosen features of every customer, standardised (z-scores).
+
+    Means and standard deviations are computed in DuckDB over all customers and stored as
+    data in `feature_scaling`; `customer_features` is a view applying them, so nothing is
+    copied. Gender enters as a 0/1 indicator of 'Female'.
+    """
+    run_id = context.run.run_id
+    try:
+        names = parse_features(settings.features)
+    except ValueError as error:
+        raise dg.Failure(description=f"features: {error}", allow_retries=False) from None
+    engine = get_engine(settings.engine)
+    with warehouse.work_connection(run_id) as con:
+        try:
+            scaling = engine.feature_scaling(con, names)
+        except ValueError as error:
+            raise dg.Failure(description=str(error), allow_retries=False) from None
+        con.execute("BEGIN TRANSACTION")
+        record_scaling(con, scaling, run_id)
+        con.execute("COMMIT")
+        preview = markdown_preview(con, "SELECT * FROM customer_features ORDER BY customer_id")
+    return dg.MaterializeResult(
+        metadata={
+            "features": ", ".join(names),
+            **{f"mean_{n}": m for n, m in zip(scaling.features, scaling.means, strict=True)},
+            **{f"std_{n}": s for n, s in zip(scaling.features, scaling.stds, strict=True)},
+            "preview": preview,
+        }
+    )
+
+
+@dg.asset(group_name=GROUP, kinds={"scikitlearn", "duckdb"}, deps=[customer_features])
+def segmentation_model(
+    context: dg.AssetExecutionContext,
+    settings: SegmentationSettings,
+    warehouse: WarehouseResource,
+) -> dg.MaterializeResult:
+    """The chosen clustering model, stored as centroids (no pickle).
+
+    Every algorithm (k-means, Gaussian mixture, Ward) and k in [k_min, k_max] is scored on a
+    deterministic sample: silhouette, Davies-Bouldin, Calinski-Harabasz, inertia and
+    bootstrap stability. The most stable well-separated candidate wins (see
+    `core/selection.py`). New centroids are matched to the previous run's (Hungarian
+    matching), so a segment that persists keeps its id.
+    """
+    run_id = context.run.run_id
+    engine = get_engine(settings.engine)
+    with warehouse.work_connection(run_id) as con:
+        scaling = _scaling_of_run(con, run_id)
+        sample = engine.sample_features(con, scaling, settings.sample_size, settings.seed)
+        try:
+            chosen = engine.select_model(
+                sample,
+                algorithms=settings.algorithms,
+                k_min=settings.k_min,
+                k_max=settings.k_max,
+                seed=settings.seed,
+            )
+        except ValueError as error:
+            raise dg.Failure(description=f"model selection: {error}", allow_retries=False) from None
+        context.log.info(
+            f"Chose {chosen.chosen.algorithm} with k={chosen.chosen.k} "
+            f"(silhouette {chosen.chosen.silhouette:.3f}) from {len(chosen.candidates)} candidates "
+            f"on {len(sample):,} sampled customers."
+        )
+        history.ensure_history_tables(con)
+        segment_ids = history.stable_segment_ids(
+            con, run_id, scaling, chosen.centroids, settings.segment_match_distance
+        )
+        thresholds = outlier_thresholds(sample, chosen.centroids)
+        candidates = candidates_frame(chosen)
+        ingest = con.execute(
+            "SELECT source, source_sha256, n_customers, n_rejected FROM ingest_runs "
+            "WHERE run_id = $run_id",
+            {"run_id": run_id},
+        ).fetchone() or (None, None, None, None)
+        con.execute("BEGIN TRANSACTION")
+        history.record_model(
+            con, run_id, scaling, segment_ids, chosen.centroids, thresholds, candidates
+        )
+        history.record_run(
+            con,
+            {
+                "run_id": run_id,
+                "source": ingest[0],
+                "source_sha256": ingest[1],
+                "n_customers": ingest[2],
+                "n_rejected": ingest[3],
+                "algorithm": chosen.chosen.algorithm,
+                "n_segments": chosen.chosen.k,
+                "features": scaling.features,
+                "silhouette": chosen.chosen.silhouette,
+                "davies_bouldin": chosen.chosen.davies_bouldin,
+                "calinski_harabasz": chosen.chosen.calinski_harabasz,
+                "inertia": chosen.chosen.inertia,
+                "stability": chosen.chosen.stability,
+                "ari_vs_previous": None,
+                "previous_run_id": history.previous_run_id(con, run_id),
+                "selection_rule": chosen.rule,
+                "seed": settings.seed,
+                "sample_size": len(sample),
+                "engine": engine.name,
+            },
+        )
+        con.execute("COMMIT")
+    return dg.MaterializeResult(
+        metadata={
+            "algorithm": chosen.chosen.algorithm,
+            "k": chosen.chosen.k,
+            "silhouette": chosen.chosen.silhouette,
+            "davies_bouldin": chosen.chosen.davies_bouldin,
+            "calinski_harabasz": chosen.chosen.calinski_harabasz,
+            "stability": chosen.chosen.stability,
+            "sample_size": len(sample),
+            "segment_ids": ", ".join(str(i) for i in segment_ids),
+            "selection_rule": chosen.rule,
+            "centroids": dg.MetadataValue.md(
+                pd.DataFrame(scaling.to_original(chosen.centroids), columns=scaling.features)
+                .round(2)
+                .assign(segment_id=segment_ids)
+                .set_index("segment_id")
+                .to_markdown(disable_numparse=True)
+            ),
+            "candidates": dg.MetadataValue.md(
+                candidates.round(4).to_markdown(index=False, disable_numparse=True)
+            ),
+        }
+    )
+
+
+@dg.asset(group_name=GROUP, kinds={"duckdb"}, deps=[segmentation_model])
+def customer_segments(
+    context: dg.AssetExecutionContext,
+    settings: SegmentationSettings,
+    warehouse: WarehouseResource,
+) -> dg.MaterializeResult:
+    """Every valid customer's segment, distance to its centroid, runner-up and outlier flag.
+
+    Assignment streams through the customers in batches (flat memory at any size). The run's
+    assignments are added to `customer_segments_history`, customers moving between segments
+    since the previous run are counted in `segment_migrations`, and the agreement with the
+    previous run (adjusted Rand index) goes into `segmentation_runs`.
+    """
+    run_id = context.run.run_id
+    engine = get_engine(settings.engine)
+    with warehouse.work_connection(run_id) as con:
+        scaling = _scaling_of_run(con, run_id)
+        model = con.execute(
+            "SELECT segment_id, list(centroid_scaled ORDER BY position),"
+            " any_value(outlier_distance) FROM segment_centroids"
+            " JOIN feature_scaling USING (run_id, feature)"
+            " WHERE run_id = $run_id GROUP BY segment_id ORDER BY segment_id",
+            {"run_id": run_id},
+        ).fetchall()
+        if not model:
+            raise dg.Failure("no model recorded for this run; materialize segmentation_model")
+        segment_ids = [row[0] for row in model]
+        centroids = np.array([row[1] for row in model], dtype=np.float64)
+        thresholds = np.array([row[2] for row in model], dtype=np.float64)
+        n_assigned = engine.assign(con, scaling, centroids, segment_ids, thresholds, run_id)
+        con.execute("BEGIN TRANSACTION")
+        previous = history.previous_run_id(con, run_id)
+        ari = history.record_assignment_history(con, run_id, previous)
+        history.finish_run(con, run_id, n_assigned, ari)
+        con.execute("COMMIT")
+        sizes = markdown_preview(
+            con,
+            "SELECT segment_id, count(*) AS n_customers, round(avg(distance), 3) AS mean_distance,"
+            " count(*) FILTER (WHERE is_outlier) AS outliers FROM segment_assignments "
+            "GROUP BY segment_id ORDER BY segment_id",
+            limit=100,
+        )
+        moved = con.execute(
+            "SELECT coalesce(sum(n_customers), 0) FROM segment_migrations WHERE run_id = $run_id"
+            " AND from_segment_id IS NOT NULL AND from_segment_id <> to_segment_id",
+            {"run_id": run_id},
+        ).fetchone()[0]
+    context.log.info(f"Assigned {n_assigned:,} customers; {moved:,} changed segment.")
+    return dg.MaterializeResult(
+        metadata={
+            "dagster/row_count": n_assigned,
+            "segment_sizes": sizes,
+            "customers_changed_segment": int(moved),
+            "ari_vs_previous": ari if ari is not None else "first run",
+            "previous_run_id": previous or "none",
+        }
+    )
