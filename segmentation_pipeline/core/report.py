@@ -809,9 +809,18 @@ def input_section(inputs: ReportInputs) -> Section:
             Paragraph(f"Plots of {scope}."),
             Plot("distributions", "Distributions of age, annual income and spending score."),
             Plot("gender_mix", "Gender mix (values as given in the input)."),
+            gender_table(sample),
             Plot("input_scatter", "Annual income against spending score, before segmentation."),
         ],
     )
+
+
+def gender_table(sample: pd.DataFrame) -> Table:
+    """The gender mix as text too: values exactly as given in the input (escaped on output)."""
+    counts = gender_counts(sample)
+    total = int(counts.sum()) or 1
+    rows = [[fmt_text(value), fmt_int(n), fmt_share(n / total)] for value, n in counts.items()]
+    return Table(["Gender (as given)", "Customers", "Share"], rows, frozenset({1, 2}))
 
 
 def candidates_table(candidates: pd.DataFrame) -> Table:

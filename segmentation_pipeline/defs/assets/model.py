@@ -25,6 +25,23 @@ def _scaling_of_run(con, run_id: str) -> FeatureScaling:  # noqa: ANN001 - a Duc
     return FeatureScaling(tuple(names), tuple(means), tuple(stds))
 
 
+def _usable_k_max(
+    context: dg.AssetExecutionContext, sample: np.ndarray, k_min: int, k_max: int
+) -> int:
+    """k_max, lowered when there are too few distinct customers to form that many segments."""
+    n_distinct = len(np.unique(sample, axis=0))
+    if n_distinct <= k_min:
+        raise dg.Failure(
+            description=f"only {n_distinct} distinct customers on the chosen features; at least "
+            f"{k_min + 1} are needed to choose between {k_min} or more segments",
+            allow_retries=False,
+        )
+    if k_max >= n_distinct:
+        context.log.warning(f"k_max lowered from {k_max} to {n_distinct - 1} (distinct customers)")
+        return n_distinct - 1
+    return k_max
+
+
 @dg.asset(group_name=GROUP, kinds={"duckdb"}, deps=[raw_customers])
 def customer_features(
     context: dg.AssetExecutionContext,
@@ -81,12 +98,13 @@ def segmentation_model(
     with warehouse.work_connection(run_id) as con:
         scaling = _scaling_of_run(con, run_id)
         sample = engine.sample_features(con, scaling, settings.sample_size, settings.seed)
+        k_max = _usable_k_max(context, sample, settings.k_min, settings.k_max)
         try:
             chosen = engine.select_model(
                 sample,
                 algorithms=settings.algorithms,
                 k_min=settings.k_min,
-                k_max=settings.k_max,
+                k_max=k_max,
                 seed=settings.seed,
             )
         except ValueError as error:
