@@ -42,8 +42,20 @@ def test_job_covers_the_group_with_blocking_checks_in_process():
     job = definitions.resolve_job_def("segmentation_job")
     assert job.executor_def is dg.in_process_executor
     keys = {key.to_user_string() for key in job.asset_layer.selected_asset_keys}
-    assert {"raw_customers", "published_warehouse"} <= keys
-    checks = {spec.key.name: spec for spec in definitions.resolve_all_asset_check_specs()}
+    assert {
+        "raw_customers",
+        "customer_features",
+        "segmentation_model",
+        "customer_segments",
+        "segment_profiles",
+        "published_warehouse",
+        "segment_report",
+    } <= keys
+    checks = {
+        spec.key.name: spec
+        for checks_def in definitions.asset_checks
+        for spec in checks_def.check_specs
+    }
     assert {
         "customer_ids_unique",
         "required_fields_present",

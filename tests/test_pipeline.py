@@ -20,6 +20,7 @@ def materialize(source: Path, warehouse: Path, **settings: object) -> dg.Execute
     return dg.materialize(
         [*DEFINITIONS.assets, *DEFINITIONS.asset_checks],
         resources={
+            **DEFINITIONS.resources,
             "warehouse": WarehouseResource(path=str(warehouse)),
             "settings": SegmentationSettings(source_csv=str(source), **settings),
         },
@@ -128,3 +129,69 @@ def test_missing_source_fails_without_retrying(published_mall, tmp_path):
 def test_history_tables_carry_over_between_runs(published_mall, mall_csv):
     assert materialize(mall_csv, published_mall).success
     assert published(published_mall, "SELECT count(DISTINCT run_id) FROM ingest_runs") == [(2,)]
+
+
+# Every failure named by the ingest rules, through a real run over a published warehouse: the
+# run fails with a message naming what and where, and the published file is byte-identical.
+GOOD = "0001,Male,19,15,39\n0002,Female,21,15,81\n"
+FAILING_INPUTS = {
+    "missing value": (f"{KAGGLE_HEADER}\n{GOOD}0003,Male,,15,39\n", "line 4: age: missing value"),
+    "question mark": (f"{KAGGLE_HEADER}\n{GOOD}0003,?,30,15,39\n", "line 4: gender: '?' missing"),
+    "non-numeric": (
+        f"{KAGGLE_HEADER}\n{GOOD}0003,Male,30,lots,39\n",
+        "line 4: annual_income: 'lots' is not a number",
+    ),
+    "out of range": (
+        f"{KAGGLE_HEADER}\n{GOOD}0003,Male,30,15,0\n",
+        "line 4: spending_score: '0' is out of range (1 to 100)",
+    ),
+    "conflicting duplicate id": (
+        f"{KAGGLE_HEADER}\n{GOOD}0002,Male,21,15,81\n",
+        "line 3: customer_id: '0002' conflicting duplicate",
+    ),
+    "empty file": ("", "file is empty"),
+    "missing column": ("CustomerID,Genre,Age\n0001,Male,19\n", "line 1: missing required column"),
+    "undecodable bytes": (
+        f"{KAGGLE_HEADER}\n{GOOD}0003,M\xe4nnlich,30,15,39\n".encode("latin-1"),
+        ("line 4, value '0003,M", "malformed CSV row: not UTF-8"),
+    ),
+    "wrong delimiter": (
+        KAGGLE_HEADER.replace(",", ";") + "\n0001;Male;19;15;39\n",
+        ("line 1, value", "separated by semicolons"),
+    ),
+    "short row": (
+        f"{KAGGLE_HEADER}\n{GOOD}0003,Male\n",
+        ("line 4, value '0003,Male'", "Expected Number of Columns: 5 Found: 2"),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(FAILING_INPUTS))
+def test_each_failure_names_file_line_and_reason_and_keeps_the_warehouse(
+    case, published_mall, write_csv
+):
+    content, message = FAILING_INPUTS[case]
+    path = write_csv(content, name=f"{case.replace(' ', '_')}.csv")
+    before = file_sha256(published_mall)
+
+    result = materialize(path, published_mall, max_reject_fraction=0.0)
+
+    assert not result.success
+    reasons = [
+        e.step_failure_data.user_failure_data.description
+        for e in result.all_events
+        if e.is_step_failure and e.step_failure_data.user_failure_data
+    ] + [e.description for e in result.get_asset_check_evaluations() if not e.passed]
+    fragments = (str(path), *((message,) if isinstance(message, str) else message))
+    assert any(all(f in reason for f in fragments) for reason in reasons), reasons
+    assert not result.asset_materializations_for_node("published_warehouse")
+    assert file_sha256(published_mall) == before
+
+
+def test_missing_path_and_directory_as_source(published_mall, tmp_path):
+    before = file_sha256(published_mall)
+    for source, message in ((tmp_path / "nope.csv", "file not found"), (tmp_path, "directory")):
+        result = materialize(source, published_mall)
+        [failure] = [e for e in result.all_events if e.is_step_failure]
+        assert message in failure.step_failure_data.user_failure_data.description
+    assert file_sha256(published_mall) == before
