@@ -248,3 +248,30 @@ def test_source_path_with_a_quote_is_bound_not_spliced(con, tmp_path, mall_csv):
     path = tmp_path / "o'brien; DROP TABLE x.csv"
     path.write_bytes(mall_csv.read_bytes())
     assert stage_customers(con, path, "run-1").n_customers == 200
+
+
+@pytest.fixture(scope="module")
+def million_rows(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from segmentation_pipeline.core.generate import write_customers_csv
+
+    return write_customers_csv(tmp_path_factory.mktemp("big") / "1m.csv", rows=1_000_000, seed=4)
+
+
+def test_one_bad_value_at_the_end_of_a_million_rows_is_quarantined(con, million_rows, tmp_path):
+    path = tmp_path / "bad_end.csv"
+    path.write_bytes(million_rows.read_bytes() + b"X0000001,Female,200,40,50\n")
+    summary = stage_customers(con, path, "run-1")
+    assert (summary.n_rows_read, summary.n_customers, summary.n_rejected) == (
+        1_000_001,
+        1_000_000,
+        1,
+    )
+    assert rejected(con) == [(1_000_002, "age", "200", "age: '200' is out of range (0 to 120)")]
+
+
+def test_one_broken_row_at_the_end_of_a_million_rows_fails_naming_it(con, million_rows, tmp_path):
+    path = tmp_path / "short_end.csv"
+    path.write_bytes(million_rows.read_bytes() + b"X0000001,Female\n")
+    with pytest.raises(InputError, match="Expected Number of Columns: 5 Found: 2") as error:
+        stage_customers(con, path, "run-1")
+    assert error.value.line == 1_000_002
