@@ -43,7 +43,11 @@ def run_segmentation_job(settings_config: dict[str, object] | None = None) -> Ru
     from segmentation_pipeline.definitions import defs
 
     _ensure_instance_config(home)
-    job = defs().resolve_job_def(JOB_NAME).with_logger_defs({"progress": _progress_logger()})
+    job = defs().resolve_job_def(JOB_NAME)
+    asset_steps = frozenset(
+        key.to_python_identifier() for key in job.asset_layer.selected_asset_keys
+    )
+    job = job.with_logger_defs({"progress": _progress_logger(asset_steps)})
     # Resource config given at launch replaces the defaults as a whole, so it is complete.
     settings = {"source_csv": str(locations.source_csv()), **(settings_config or {})}
     run_config: dict[str, object] = {
@@ -78,10 +82,12 @@ def _ensure_instance_config(home: Path) -> None:
 
 
 class _ProgressHandler(logging.Handler):
-    """One short line per step and per message on stderr; reasons, not stack traces
+    """One short line per asset step, check and message on stderr: reasons, not stack traces
     (those stay in the run's logs in the UI)."""
 
-    _MARKS = {"STEP_START": "start", "STEP_SUCCESS": "done", "STEP_FAILURE": "FAILED"}
+    def __init__(self, asset_steps: frozenset[str]) -> None:
+        super().__init__()
+        self.asset_steps = asset_steps
 
     def emit(self, record: logging.LogRecord) -> None:
         meta = getattr(record, "dagster_meta", None)
@@ -91,23 +97,33 @@ class _ProgressHandler(logging.Handler):
         event = meta.get("dagster_event")
         if event is None:
             message = (meta.get("orig_message") or "").strip().splitlines()
-            if record.levelno >= logging.INFO and message:
+            if message and message[0].startswith("Dependencies for step"):
+                self._write(f"{step}: skipped (an upstream step failed)")
+            elif record.levelno >= logging.INFO and message:
                 self._write(f"{step}: {message[0]}")
             return
-        mark = self._MARKS.get(event.event_type_value)
-        if mark is not None and step:
-            self._write(f"{step}: {mark}")
-        elif event.event_type_value == "ASSET_CHECK_EVALUATION":
+        kind = event.event_type_value
+        if kind == "ASSET_CHECK_EVALUATION":
             evaluation = event.event_specific_data
-            verdict = "passed" if evaluation.passed else "FAILED"
+            severity = getattr(evaluation.severity, "value", "ERROR")
+            verdict = (
+                "passed" if evaluation.passed else "warning" if severity == "WARN" else "FAILED"
+            )
             self._write(f"check {evaluation.check_name}: {verdict}")
+        elif kind == "STEP_FAILURE":
+            self._write(f"{step}: FAILED")
+        elif step in self.asset_steps and kind == "STEP_START":
+            self._write(f"{step}: start")
+        elif step in self.asset_steps and kind == "STEP_SUCCESS":
+            seconds = event.event_specific_data.duration_ms / 1000
+            self._write(f"{step}: done ({seconds:.1f} s)")
 
     @staticmethod
     def _write(line: str) -> None:
         print(f"{time.strftime('%H:%M:%S')} {line}", file=sys.stderr, flush=True)
 
 
-def _progress_logger():  # noqa: ANN202 - a Dagster LoggerDefinition
+def _progress_logger(asset_steps: frozenset[str]):  # noqa: ANN202 - a LoggerDefinition
     import dagster as dg
 
     @dg.logger(description="Terse progress lines for the terminal.")
@@ -115,8 +131,7 @@ def _progress_logger():  # noqa: ANN202 - a Dagster LoggerDefinition
         logger = logging.getLogger("segmentation.progress")
         logger.setLevel(logging.DEBUG)
         logger.propagate = False
-        if not any(isinstance(h, _ProgressHandler) for h in logger.handlers):
-            logger.addHandler(_ProgressHandler())
+        logger.handlers = [_ProgressHandler(asset_steps)]
         return logger
 
     return progress
