@@ -57,7 +57,7 @@ def run_segmentation_job(settings_config: dict[str, object] | None = None) -> Ru
             "warehouse": {"config": {"path": str(locations.warehouse_path())}},
         },
     }
-    with dg.DagsterInstance.get() as instance:
+    with _open_instance(home) as instance:
         result = job.execute_in_process(
             run_config=run_config, instance=instance, raise_on_error=False
         )
@@ -72,6 +72,16 @@ def run_segmentation_job(settings_config: dict[str, object] | None = None) -> Ru
     else:
         outcome.problems = _problems(result)
     return outcome
+
+
+def _open_instance(home: Path):  # noqa: ANN202 - a DagsterInstance
+    """The persistent instance; created under a lock, because two first runs on an empty
+    DAGSTER_HOME would otherwise race to create Dagster's SQLite storage."""
+    import dagster as dg
+    from filelock import FileLock
+
+    with FileLock(home / ".instance.lock", timeout=300):
+        return dg.DagsterInstance.get()
 
 
 def _ensure_instance_config(home: Path) -> None:

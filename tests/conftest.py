@@ -4,13 +4,36 @@ from __future__ import annotations
 
 import hashlib
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-MALL_CSV = REPO_ROOT.parent / "shared" / "data" / "Mall_Customers.csv"
+
+
+def _shared_data_dirs() -> list[Path]:
+    """Where ../shared/data can be: beside this checkout (CI lays a copy there), beside the
+    repository a local clone came from, or where $SEGMENTATION_SHARED_DATA points."""
+    dirs = [REPO_ROOT.parent / "shared" / "data"]
+    origin = subprocess.run(
+        ["git", "-C", str(REPO_ROOT), "remote", "get-url", "origin"],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.strip()
+    if origin and Path(origin).is_dir():
+        dirs.append(Path(origin).resolve().parent / "shared" / "data")
+    if os.environ.get("SEGMENTATION_SHARED_DATA"):
+        dirs.insert(0, Path(os.environ["SEGMENTATION_SHARED_DATA"]))
+    return dirs
+
+
+MALL_CSV = next(
+    (d / "Mall_Customers.csv" for d in _shared_data_dirs() if (d / "Mall_Customers.csv").is_file()),
+    REPO_ROOT.parent / "shared" / "data" / "Mall_Customers.csv",
+)
 KAGGLE_HEADER = "CustomerID,Genre,Age,Annual Income (k$),Spending Score (1-100)"
 
 

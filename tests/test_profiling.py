@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 import pytest
 from sklearn.cluster import KMeans
 
 from segmentation_pipeline.core.profiling import build_profiles
+from tests.conftest import MALL_CSV
 
-MALL_CSV = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "Mall_Customers.csv"
 INCOME_SPENDING = ("annual_income", "spending_score")
 
 # A base with round numbers so crafted segment means give obvious z-scores.

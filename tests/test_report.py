@@ -29,8 +29,8 @@ from segmentation_pipeline.core.report import (
     render_report,
     write_report,
 )
+from tests.conftest import MALL_CSV
 
-MALL_CSV = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "Mall_Customers.csv"
 FEATURES = ["annual_income", "spending_score"]
 CHROMIUM = Path("/usr/bin/chromium")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"

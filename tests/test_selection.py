@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -26,8 +24,8 @@ from segmentation_pipeline.core.selection import (
     select_model,
     silhouette_from_distances,
 )
+from tests.conftest import MALL_CSV
 
-MALL_CSV = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "Mall_Customers.csv"
 INCOME, SCORE = "Annual Income (k$)", "Spending Score (1-100)"
 EXPECTED_MALL_CENTROIDS = np.array(
     [(55.3, 49.5), (86.5, 82.1), (25.7, 79.4), (88.2, 17.1), (26.3, 20.9)]
@@ -38,7 +36,7 @@ EXPECTED_MALL_CENTROIDS = np.array(
 def mall_raw() -> np.ndarray:
     """Annual income and spending score of the 200 Mall customers, original units."""
     if not MALL_CSV.exists():
-        pytest.skip(f"{MALL_CSV} not found")
+        pytest.fail(f"reference data missing: {MALL_CSV}")
     return pd.read_csv(MALL_CSV)[[INCOME, SCORE]].to_numpy(dtype=np.float64)
 
 

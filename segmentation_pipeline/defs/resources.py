@@ -14,7 +14,7 @@ import dagster as dg
 import duckdb
 from pydantic import Field, PrivateAttr
 
-from segmentation_pipeline.core import locations
+from segmentation_pipeline.core import drift, locations
 from segmentation_pipeline.core.schema import DEFAULT_FEATURES
 from segmentation_pipeline.core.selection import ALGORITHMS
 from segmentation_pipeline.core.warehouse import Warehouse
@@ -98,6 +98,38 @@ class SegmentationSettings(dg.ConfigurableResource):
         return Path(self.source_csv).expanduser().resolve()
 
 
+class DriftThresholds(dg.ConfigurableResource):
+    """When the drift checks warn: how far this run may move from the previous one.
+
+    The checks never stop a run (severity WARN); these limits only decide when the UI
+    flags a refresh for an analyst to look at.
+    """
+
+    max_share_psi: float = Field(
+        default=drift.DEFAULT_MAX_SHARE_PSI,
+        ge=0.0,
+        description="Largest population stability index of the segment shares "
+        "(0.1 moderate, 0.25 large shift).",
+    )
+    max_centroid_shift: float = Field(
+        default=drift.DEFAULT_MAX_CENTROID_SHIFT,
+        ge=0.0,
+        description="Largest movement of a kept segment's centre, in standard deviations.",
+    )
+    min_ari: float = Field(
+        default=drift.DEFAULT_MIN_ARI,
+        ge=-1.0,
+        le=1.0,
+        description="Smallest adjusted Rand index between this run's and the previous run's "
+        "assignments of the same customers.",
+    )
+    max_silhouette_drop: float = Field(
+        default=drift.DEFAULT_MAX_SILHOUETTE_DROP,
+        ge=0.0,
+        description="Largest fall of the silhouette score since the previous run.",
+    )
+
+
 def _from_env(name: str, default: Path) -> str | dg.EnvVar:
     """The environment variable when it is set (the UI then shows where the value comes
     from), else the project default, so that a bare `dg dev` works out of the box."""
@@ -114,5 +146,6 @@ def resources() -> dg.Definitions:
             "settings": SegmentationSettings(
                 source_csv=_from_env(locations.SOURCE_ENV, locations.DEFAULT_SOURCE_CSV)
             ),
+            "drift_thresholds": DriftThresholds(),
         }
     )

@@ -4,16 +4,15 @@ import dagster as dg
 
 from segmentation_pipeline.core.engine import get_engine
 from segmentation_pipeline.core.errors import InputError
+from segmentation_pipeline.defs.assets.common import GROUP, TRANSIENT_RETRY
 from segmentation_pipeline.defs.metadata import column_schema, markdown_preview
 from segmentation_pipeline.defs.resources import SegmentationSettings, WarehouseResource
-
-GROUP = "segmentation"
 
 
 @dg.asset(
     group_name=GROUP,
     kinds={"duckdb", "csv"},
-    retry_policy=dg.RetryPolicy(max_retries=2, delay=5, backoff=dg.Backoff.EXPONENTIAL),
+    retry_policy=TRANSIENT_RETRY,
 )
 def raw_customers(
     context: dg.AssetExecutionContext,

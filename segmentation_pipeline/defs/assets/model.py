@@ -9,7 +9,8 @@ from segmentation_pipeline.core.assignment import outlier_thresholds
 from segmentation_pipeline.core.engine import get_engine
 from segmentation_pipeline.core.features import FeatureScaling, parse_features, record_scaling
 from segmentation_pipeline.core.selection import candidates_frame
-from segmentation_pipeline.defs.assets.ingest import GROUP, raw_customers
+from segmentation_pipeline.defs.assets.common import GROUP, TRANSIENT_RETRY
+from segmentation_pipeline.defs.assets.ingest import raw_customers
 from segmentation_pipeline.defs.metadata import markdown_preview
 from segmentation_pipeline.defs.resources import SegmentationSettings, WarehouseResource
 
@@ -42,7 +43,7 @@ def _usable_k_max(
     return k_max
 
 
-@dg.asset(group_name=GROUP, kinds={"duckdb"}, deps=[raw_customers])
+@dg.asset(group_name=GROUP, kinds={"duckdb"}, deps=[raw_customers], retry_policy=TRANSIENT_RETRY)
 def customer_features(
     context: dg.AssetExecutionContext,
     settings: SegmentationSettings,
@@ -79,7 +80,12 @@ def customer_features(
     )
 
 
-@dg.asset(group_name=GROUP, kinds={"scikitlearn", "duckdb"}, deps=[customer_features])
+@dg.asset(
+    group_name=GROUP,
+    kinds={"scikitlearn", "duckdb"},
+    deps=[customer_features],
+    retry_policy=TRANSIENT_RETRY,
+)
 def segmentation_model(
     context: dg.AssetExecutionContext,
     settings: SegmentationSettings,
@@ -179,7 +185,9 @@ def segmentation_model(
     )
 
 
-@dg.asset(group_name=GROUP, kinds={"duckdb"}, deps=[segmentation_model])
+@dg.asset(
+    group_name=GROUP, kinds={"duckdb"}, deps=[segmentation_model], retry_policy=TRANSIENT_RETRY
+)
 def customer_segments(
     context: dg.AssetExecutionContext,
     settings: SegmentationSettings,

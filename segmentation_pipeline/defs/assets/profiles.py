@@ -4,7 +4,7 @@ import dagster as dg
 
 from segmentation_pipeline.core.profiling import build_profiles
 from segmentation_pipeline.core.segment_stats import record_profiles, segment_statistics
-from segmentation_pipeline.defs.assets.ingest import GROUP
+from segmentation_pipeline.defs.assets.common import GROUP, TRANSIENT_RETRY
 from segmentation_pipeline.defs.assets.model import customer_segments
 from segmentation_pipeline.defs.resources import WarehouseResource
 
@@ -20,7 +20,9 @@ _SHOWN = [
 ]
 
 
-@dg.asset(group_name=GROUP, kinds={"duckdb"}, deps=[customer_segments])
+@dg.asset(
+    group_name=GROUP, kinds={"duckdb"}, deps=[customer_segments], retry_policy=TRANSIENT_RETRY
+)
 def segment_profiles(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:

@@ -4,7 +4,8 @@ import dagster as dg
 
 from segmentation_pipeline.core.errors import PublishError
 from segmentation_pipeline.core.validation import run_is_complete
-from segmentation_pipeline.defs.assets.ingest import GROUP
+from segmentation_pipeline.core.views import create_views
+from segmentation_pipeline.defs.assets.common import GROUP, TRANSIENT_RETRY
 from segmentation_pipeline.defs.assets.profiles import segment_profiles
 from segmentation_pipeline.defs.resources import WarehouseResource
 
@@ -23,7 +24,7 @@ PUBLISHED_TABLES = (
 )
 
 
-@dg.asset(group_name=GROUP, kinds={"duckdb"}, deps=[segment_profiles])
+@dg.asset(group_name=GROUP, kinds={"duckdb"}, deps=[segment_profiles], retry_policy=TRANSIENT_RETRY)
 def published_warehouse(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
@@ -36,6 +37,7 @@ def published_warehouse(
     run_id = context.run.run_id
     with warehouse.work_connection(run_id) as con:
         complete = run_is_complete(con, run_id)
+        views = create_views(con) if complete.passed else []  # analysts' views, see core/views
     if not complete.passed:
         raise dg.Failure(
             description=f"not published, the results are incomplete: {complete.description}. "
@@ -51,6 +53,7 @@ def published_warehouse(
         metadata={
             "path": dg.MetadataValue.path(str(result.path)),
             "size_bytes": result.size_bytes,
+            "views": ", ".join(views),
             **{f"rows_{table}": count for table, count in result.row_counts.items()},
         }
     )

@@ -7,7 +7,7 @@ import dagster as dg
 
 from segmentation_pipeline.core.report import render_report, write_report
 from segmentation_pipeline.core.report_inputs import load_report_inputs
-from segmentation_pipeline.defs.assets.ingest import GROUP
+from segmentation_pipeline.defs.assets.common import GROUP, TRANSIENT_RETRY
 from segmentation_pipeline.defs.assets.publish import published_warehouse
 from segmentation_pipeline.defs.resources import WarehouseResource
 
@@ -17,7 +17,12 @@ def reports_dir(warehouse_path: Path) -> Path:
     return warehouse_path.parent / "reports"
 
 
-@dg.asset(group_name=GROUP, kinds={"html", "markdown"}, deps=[published_warehouse])
+@dg.asset(
+    group_name=GROUP,
+    kinds={"html", "markdown"},
+    deps=[published_warehouse],
+    retry_policy=TRANSIENT_RETRY,
+)
 def segment_report(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:

@@ -1,0 +1,168 @@
+"""Sensors: refresh when the source file's content changes, and alert when a run fails.
+
+`source_file_changed` keeps the sha256 of the source CSV in its cursor and requests a
+run only when the content differs from what it last saw; touching the file or copying
+the same bytes over it does not trigger a refresh. Size and modification time are kept
+too, so an unchanged file is not re-hashed every minute. It is off by default: the
+nightly schedule is the normal trigger; turn the sensor on in the UI for a refresh as
+soon as a new export lands.
+
+`segmentation_run_failed` writes one alert line per failed run of segmentation_job (job,
+run id, failed step, reason) to the daemon's log and the sensor's tick log.
+"""
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import dagster as dg
+
+from segmentation_pipeline.defs.jobs import segmentation_job
+from segmentation_pipeline.defs.resources import SegmentationSettings
+
+_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class SourceFingerprint:
+    """What the sensor remembers of the source file between ticks (its cursor)."""
+
+    path: str
+    sha256: str
+    size: int
+    mtime_ns: int
+
+    def to_cursor(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @staticmethod
+    def from_cursor(cursor: str | None) -> "SourceFingerprint | None":
+        """The stored fingerprint; None for no cursor or one this version cannot read."""
+        if not cursor:
+            return None
+        try:
+            return SourceFingerprint(**json.loads(cursor))
+        except (ValueError, TypeError):
+            return None
+
+
+def file_sha256(path: Path) -> str:
+    """Content hash, read in chunks so a multi-gigabyte export needs no memory."""
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def fingerprint(path: Path, previous: SourceFingerprint | None) -> SourceFingerprint:
+    """The file's fingerprint; the content hash is reused when size and mtime are unchanged."""
+    stat = path.stat()
+    same_file = (
+        previous is not None
+        and previous.path == str(path)
+        and previous.size == stat.st_size
+        and previous.mtime_ns == stat.st_mtime_ns
+    )
+    sha = previous.sha256 if same_file and previous else file_sha256(path)
+    return SourceFingerprint(str(path), sha, stat.st_size, stat.st_mtime_ns)
+
+
+@dg.sensor(
+    job=segmentation_job,
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.STOPPED,
+    description="Run segmentation_job when the source CSV's content (sha256) changes.",
+)
+def source_file_changed(
+    context: dg.SensorEvaluationContext, settings: SegmentationSettings
+) -> dg.SensorResult | dg.SkipReason:
+    """Request a refresh for new content; skip, saying why, for a missing or unchanged file."""
+    path = settings.source_path
+    if not path.is_file():
+        return dg.SkipReason(
+            f"source file {path} does not exist; waiting for it (set SEGMENTATION_SOURCE_CSV "
+            "or the settings resource's source_csv to change the path)"
+        )
+    previous = SourceFingerprint.from_cursor(context.cursor)
+    current = fingerprint(path, previous)
+    if previous is not None and previous.sha256 == current.sha256:
+        # Remember a new mtime (e.g. after `touch`) so the next tick does not hash again.
+        if current != previous:
+            context.update_cursor(current.to_cursor())
+        return dg.SkipReason(f"source file {path} unchanged (sha256 {current.sha256[:12]}…)")
+    reason = (
+        "first time seen" if previous is None else f"content changed from {previous.sha256[:12]}…"
+    )
+    context.log.info(f"Requesting a refresh: {path} {reason} (sha256 {current.sha256[:12]}…).")
+    return dg.SensorResult(
+        run_requests=[
+            dg.RunRequest(
+                tags={
+                    "segmentation/trigger": "source_file_changed",
+                    "segmentation/source_sha256": current.sha256,
+                }
+            )
+        ],
+        cursor=current.to_cursor(),
+    )
+
+
+def failure_alert(context: dg.RunFailureSensorContext) -> str:
+    """One line naming the job, the run, the failed step and the reason."""
+    run = context.dagster_run
+    steps = context.get_step_failure_events()
+    step = steps[0].step_key if steps else None
+    reason = _failed_check_reason(context) or _step_reason(steps) or _run_reason(context)
+    where = f"step {step}" if step else "before any step ran"
+    text = " ".join(reason.split())  # one line, whatever the error looked like
+    return f"ALERT {run.job_name} run {run.run_id} failed at {where}: {text}"
+
+
+def _failed_check_reason(context: dg.RunFailureSensorContext) -> str | None:
+    """A failed blocking check's own description says more than the step's error."""
+    records = context.instance.get_records_for_run(
+        context.dagster_run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
+    ).records
+    for record in records:
+        event = record.event_log_entry.dagster_event
+        evaluation = event.event_specific_data if event else None
+        if (
+            evaluation is not None
+            and not evaluation.passed
+            and evaluation.severity == dg.AssetCheckSeverity.ERROR
+        ):
+            return f"check {evaluation.check_name} failed: {evaluation.description}"
+    return None
+
+
+def _step_reason(steps: list[dg.DagsterEvent]) -> str | None:
+    for event in steps:
+        data = event.step_failure_data
+        if data.user_failure_data is not None and data.user_failure_data.description:
+            return data.user_failure_data.description
+        if data.error is not None:
+            error = data.error.cause or data.error  # the user code's exception, if wrapped
+            return f"{error.cls_name}: {error.message.strip()}"
+    return None
+
+
+def _run_reason(context: dg.RunFailureSensorContext) -> str:
+    event = context.failure_event
+    data = event.event_specific_data
+    error = getattr(data, "error", None)
+    if error is not None:
+        return f"{error.cls_name}: {error.message.strip()}"
+    return event.message or "no reason recorded; see the run's logs"
+
+
+@dg.run_failure_sensor(
+    name="segmentation_run_failed",
+    monitored_jobs=[segmentation_job],
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Log one alert line (job, run, failed step, reason) per failed refresh.",
+)
+def segmentation_run_failed(context: dg.RunFailureSensorContext) -> None:
+    """Alert on a failed refresh; the published warehouse is unchanged by design."""
+    context.log.error(failure_alert(context))

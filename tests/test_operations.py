@@ -1,0 +1,453 @@
+"""Operations: the nightly schedule, the source-file sensor, the failure alert and drift.
+
+Schedules and sensors are evaluated with Dagster's own test contexts (no daemon); drift is
+tested as pure arithmetic and then end to end over real runs of `segmentation_job`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+from datetime import UTC, datetime
+from pathlib import Path
+
+import dagster as dg
+import duckdb
+import pytest
+
+from segmentation_pipeline.core import drift
+from segmentation_pipeline.definitions import defs
+from segmentation_pipeline.defs import schedules
+from segmentation_pipeline.defs.assets.profiles import segment_profiles
+from segmentation_pipeline.defs.drift_checks import (
+    ASSIGNMENT_AGREEMENT,
+    CENTROID_MOVEMENT,
+    SHARE_SHIFT,
+    SILHOUETTE_DROP,
+    segment_drift,
+)
+from segmentation_pipeline.defs.resources import (
+    DriftThresholds,
+    SegmentationSettings,
+    WarehouseResource,
+)
+from segmentation_pipeline.defs.sensors import (
+    failure_alert,
+    file_sha256,
+    segmentation_run_failed,
+    source_file_changed,
+)
+
+DRIFT_CHECKS = {SHARE_SHIFT, CENTROID_MOVEMENT, ASSIGNMENT_AGREEMENT, SILHOUETTE_DROP}
+
+
+# --- schedule -------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def no_schedule_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(schedules.CRON_ENV, raising=False)
+    monkeypatch.delenv(schedules.TIMEZONE_ENV, raising=False)
+
+
+def test_nightly_schedule_defaults_to_two_am_utc_and_running(no_schedule_env):
+    schedule = schedules.build_nightly_schedule()
+
+    assert schedule.name == "nightly_segmentation"
+    assert schedule.job_name == "segmentation_job"
+    assert schedule.cron_schedule == "0 2 * * *"
+    assert schedule.execution_timezone == "UTC"
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+
+
+def test_schedule_cron_and_timezone_come_from_the_environment(monkeypatch):
+    monkeypatch.setenv(schedules.CRON_ENV, "30 4 * * 1-5")
+    monkeypatch.setenv(schedules.TIMEZONE_ENV, "Europe/Berlin")
+
+    schedule = schedules.build_nightly_schedule()
+
+    assert schedule.cron_schedule == "30 4 * * 1-5"
+    assert schedule.execution_timezone == "Europe/Berlin"
+
+
+def test_unknown_timezone_is_refused_with_the_variable_named(monkeypatch):
+    monkeypatch.setenv(schedules.TIMEZONE_ENV, "Mars/Olympus_Mons")
+    with pytest.raises(ValueError, match="SEGMENTATION_SCHEDULE_TIMEZONE"):
+        schedules.build_nightly_schedule()
+
+
+def test_schedule_tick_requests_one_run_of_the_job(no_schedule_env):
+    schedule = schedules.build_nightly_schedule()
+    context = dg.build_schedule_context(
+        scheduled_execution_time=datetime(2026, 1, 15, 2, 0, tzinfo=UTC)
+    )
+
+    requests = schedule.evaluate_tick(context).run_requests
+
+    assert requests is not None and len(requests) == 1
+    assert requests[0].tags["segmentation/trigger"] == "schedule"
+    assert not requests[0].run_config  # resources come from the code location's defaults
+
+
+def test_code_location_has_the_schedule_and_sensors():
+    definitions = defs()
+    schedule = definitions.resolve_schedule_def("nightly_segmentation")
+    assert schedule.job_name == "segmentation_job"
+    assert schedule.default_status == dg.DefaultScheduleStatus.RUNNING
+    changed = definitions.resolve_sensor_def("source_file_changed")
+    assert changed.default_status == dg.DefaultSensorStatus.STOPPED
+    assert changed.job_name == "segmentation_job"
+    failed = definitions.resolve_sensor_def("segmentation_run_failed")
+    assert failed.default_status == dg.DefaultSensorStatus.RUNNING
+    job = definitions.resolve_job_def("segmentation_job")
+    assert job.tags["segmentation/writer"] == "warehouse"  # the run queue's concurrency key
+
+
+def test_committed_instance_config_queues_writers_one_at_a_time(tmp_path, monkeypatch):
+    shutil.copy(Path(__file__).resolve().parents[1] / "dagster_home" / "dagster.yaml", tmp_path)
+    monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))
+    with dg.DagsterInstance.get() as instance:
+        assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
+        limits = instance.get_concurrency_config().run_queue_config.tag_concurrency_limits
+        assert {"key": "segmentation/writer", "limit": 1} in limits
+        assert not instance.telemetry_enabled
+
+
+# --- source file sensor ---------------------------------------------------------------------
+
+
+def _evaluate(source: Path, cursor: str | None):
+    context = dg.build_sensor_context(
+        cursor=cursor, resources={"settings": SegmentationSettings(source_csv=str(source))}
+    )
+    return source_file_changed(context), context
+
+
+def test_sensor_runs_on_first_sight_and_stores_the_sha256(mall_csv, tmp_path):
+    source = tmp_path / "customers.csv"
+    shutil.copy(mall_csv, source)
+
+    result, _ = _evaluate(source, None)
+
+    assert isinstance(result, dg.SensorResult)
+    assert len(result.run_requests) == 1
+    sha = file_sha256(source)
+    assert result.run_requests[0].tags["segmentation/source_sha256"] == sha
+    assert json.loads(result.cursor)["sha256"] == sha
+
+
+def test_sensor_skips_unchanged_and_touched_files_and_runs_on_new_content(mall_csv, tmp_path):
+    source = tmp_path / "customers.csv"
+    shutil.copy(mall_csv, source)
+    first, _ = _evaluate(source, None)
+
+    unchanged, _ = _evaluate(source, first.cursor)
+    assert isinstance(unchanged, dg.SkipReason)
+    assert "unchanged" in unchanged.skip_message
+
+    stat = source.stat()
+    os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns + 5_000_000_000))  # `touch`
+    touched, context = _evaluate(source, first.cursor)
+    assert isinstance(touched, dg.SkipReason)
+    assert json.loads(context.cursor)["mtime_ns"] == stat.st_mtime_ns + 5_000_000_000
+
+    source.write_text(mall_csv.read_text() + "0201,Female,30,50,50\n")
+    changed, _ = _evaluate(source, context.cursor)
+    assert isinstance(changed, dg.SensorResult)
+    assert len(changed.run_requests) == 1
+    assert json.loads(changed.cursor)["sha256"] == file_sha256(source)
+    assert changed.cursor != first.cursor
+
+
+def test_sensor_skips_with_a_reason_when_the_file_is_missing(tmp_path):
+    missing = tmp_path / "not_there.csv"
+
+    result, _ = _evaluate(missing, None)
+
+    assert isinstance(result, dg.SkipReason)
+    assert str(missing) in result.skip_message
+    assert "does not exist" in result.skip_message
+
+
+def test_sensor_treats_an_unreadable_cursor_as_first_sight(mall_csv):
+    result, _ = _evaluate(mall_csv, "not json")
+    assert isinstance(result, dg.SensorResult) and len(result.run_requests) == 1
+
+
+# --- failure alert --------------------------------------------------------------------------
+
+
+def _run_job(instance: dg.DagsterInstance, source: Path, warehouse: Path, **resources: dict):
+    job = defs().resolve_job_def("segmentation_job")
+    config = {
+        "settings": {"config": {"source_csv": str(source)}},
+        "warehouse": {"config": {"path": str(warehouse)}},
+        **{key: {"config": value} for key, value in resources.items()},
+    }
+    return job.execute_in_process(
+        run_config={"resources": config}, instance=instance, raise_on_error=False
+    )
+
+
+def _alert_for(instance: dg.DagsterInstance, result) -> str:
+    context = dg.build_run_status_sensor_context(
+        sensor_name="segmentation_run_failed",
+        dagster_event=result.get_run_failure_event(),
+        dagster_instance=instance,
+        dagster_run=result.dagster_run,
+    ).for_run_failure()
+    segmentation_run_failed(context)  # logs without raising
+    return failure_alert(context)
+
+
+def test_failure_alert_names_job_run_step_and_reason(tmp_path):
+    with dg.instance_for_test() as instance:
+        result = _run_job(instance, tmp_path / "missing.csv", tmp_path / "w.duckdb")
+        assert not result.success
+
+        alert = _alert_for(instance, result)
+
+    assert "\n" not in alert
+    assert alert.startswith(f"ALERT segmentation_job run {result.run_id} failed at step ")
+    assert "raw_customers" in alert
+    assert "missing.csv" in alert
+
+
+def test_failure_alert_gives_a_failed_checks_own_reason(tmp_path, write_csv):
+    bad = write_csv(
+        "customer_id,gender,age,annual_income,spending_score\n1,Female,30,40,50\n2,Male,-4,40,50\n"
+    )
+    with dg.instance_for_test() as instance:
+        result = _run_job(instance, bad, tmp_path / "w.duckdb")
+        assert not result.success
+
+        alert = _alert_for(instance, result)
+
+    assert "check reject_share_within_limit failed" in alert
+    assert "line 3" in alert
+
+
+# --- drift arithmetic -----------------------------------------------------------------------
+
+
+def test_psi_is_zero_for_equal_shares_and_symmetric():
+    shares = {1: 0.2, 2: 0.3, 3: 0.5}
+    assert drift.population_stability_index(shares, shares)[0] == 0.0
+    a, b = {1: 0.5, 2: 0.5}, {1: 0.6, 2: 0.4}
+    assert drift.population_stability_index(a, b)[0] == pytest.approx(
+        drift.population_stability_index(b, a)[0]
+    )
+
+
+def test_psi_matches_the_formula():
+    psi, terms = drift.population_stability_index({1: 0.5, 2: 0.5}, {1: 0.6, 2: 0.4})
+    expected = 0.1 * math.log(0.6 / 0.5) + (-0.1) * math.log(0.4 / 0.5)
+    assert psi == pytest.approx(expected)
+    assert psi == pytest.approx(0.040546, abs=1e-6)
+    assert set(terms) == {1, 2}
+
+
+def test_psi_counts_a_new_segment_with_the_floor_share():
+    psi, terms = drift.population_stability_index({1: 1.0}, {1: 0.5, 2: 0.5})
+    eps = drift.PSI_EPSILON
+    assert terms[1] == pytest.approx(-0.5 * math.log(0.5))
+    assert terms[2] == pytest.approx((0.5 - eps) * math.log(0.5 / eps))
+    assert psi > 4
+
+
+def test_psi_refuses_a_non_positive_epsilon():
+    with pytest.raises(ValueError):
+        drift.population_stability_index({1: 1.0}, {1: 1.0}, epsilon=0)
+
+
+def test_centroid_shift_is_in_standard_deviations_of_shared_segments():
+    before = {1: {"x": 0.0, "y": 0.0}, 2: {"x": 1.0, "y": 1.0}}
+    after = {1: {"x": 3.0, "y": 4.0}, 3: {"x": 9.0, "y": 9.0}}
+
+    assert drift.centroid_shifts(before, after, {"x": 1.0, "y": 1.0}) == {1: pytest.approx(5.0)}
+    assert drift.centroid_shifts(before, after, {"x": 3.0, "y": 4.0})[1] == pytest.approx(
+        math.sqrt(2)
+    )
+    # a feature without spread (or unknown to the other run) is left out, not divided by 0
+    assert drift.centroid_shifts(before, after, {"x": 1.0, "y": 0.0})[1] == pytest.approx(3.0)
+
+
+def _snapshot(run_id: str, **fields) -> drift.RunSnapshot:
+    values = {
+        "previous_run_id": None,
+        "silhouette": 0.5,
+        "ari_vs_previous": None,
+        "shares": {1: 0.5, 2: 0.5},
+        "centroids": {1: {"x": 0.0}, 2: {"x": 10.0}},
+        "stds": {"x": 2.0},
+        **fields,
+    }
+    return drift.RunSnapshot(run_id=run_id, **values)
+
+
+def test_every_signal_passes_on_the_first_run():
+    current = _snapshot("r1")
+    outcomes = [
+        drift.share_shift(None, current, 0.2),
+        drift.centroid_movement(None, current, 0.5),
+        drift.assignment_agreement(None, current, 0.8),
+        drift.silhouette_drop(None, current, 0.05),
+    ]
+    assert all(o.passed for o in outcomes)
+    assert all(o.description == drift.FIRST_RUN for o in outcomes)
+
+
+def test_thresholds_decide_each_signal():
+    before = _snapshot("r1")
+    after = _snapshot(
+        "r2",
+        previous_run_id="r1",
+        silhouette=0.4,
+        ari_vs_previous=0.7,
+        shares={1: 0.8, 2: 0.2},
+        centroids={1: {"x": 1.5}, 2: {"x": 10.0}},
+    )
+    psi = drift.population_stability_index(before.shares, after.shares)[0]  # about 0.416
+
+    assert not drift.share_shift(before, after, 0.2).passed
+    assert drift.share_shift(before, after, psi + 0.01).passed
+    movement = drift.centroid_movement(before, after, 0.5)  # segment 1 moved 0.75 std
+    assert not movement.passed
+    assert movement.metadata["largest_shift_std"] == pytest.approx(0.75)
+    assert drift.centroid_movement(before, after, 0.8).passed
+    assert not drift.assignment_agreement(before, after, 0.8).passed
+    assert drift.assignment_agreement(before, after, 0.7).passed  # at the limit is fine
+    drop = drift.silhouette_drop(before, after, 0.05)
+    assert not drop.passed and drop.metadata["drop"] == pytest.approx(0.1)
+    assert drift.silhouette_drop(before, after, 0.15).passed
+    assert drift.silhouette_drop(after, before, 0.0).passed  # an improvement never warns
+
+
+def test_no_shared_customers_is_a_warning_not_a_crash():
+    outcome = drift.assignment_agreement(
+        _snapshot("r1"), _snapshot("r2", previous_run_id="r1"), 0.8
+    )
+    assert not outcome.passed
+    assert "customer base was replaced" in outcome.description
+
+
+# --- drift checks over real runs ------------------------------------------------------------
+
+
+def shifted_mall_csv(mall_csv: Path, target: Path) -> Path:
+    """The Mall file with its high-income big spenders turned into savers: a real drift."""
+    lines = mall_csv.read_text().splitlines()
+    out = [lines[0]]
+    for line in lines[1:]:
+        cid, gender, age, income, score = line.split(",")
+        if int(income) >= 70 and int(score) >= 60:
+            score = str(int(score) - 60)
+        out.append(",".join([cid, gender, age, income, score]))
+    target.write_text("\n".join(out) + "\n")
+    return target
+
+
+def _drift_evaluations(result) -> dict[str, dg.AssetCheckEvaluation]:
+    return {
+        e.check_name: e
+        for e in result.get_asset_check_evaluations()
+        if e.asset_key == dg.AssetKey("segment_profiles")
+    }
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory, mall_csv):
+    """One published run of the Mall file, shared by the drift tests (a run takes seconds)."""
+    warehouse = tmp_path_factory.mktemp("first") / "warehouse.duckdb"
+    result = _run_job(dg.DagsterInstance.ephemeral(), mall_csv, warehouse)
+    assert result.success
+    return warehouse, result
+
+
+def test_drift_checks_pass_on_the_first_run_before_publishing(first_run):
+    _, result = first_run
+    evaluations = _drift_evaluations(result)
+
+    assert set(evaluations) == DRIFT_CHECKS
+    assert all(e.passed for e in evaluations.values())
+    assert all("first run" in e.description for e in evaluations.values())
+    steps = [e.step_key for e in result.all_events if e.event_type_value == "STEP_START"]
+    assert steps.index("segment_drift") < steps.index("published_warehouse")
+
+
+@pytest.fixture(scope="module")
+def second_run(first_run, mall_csv, tmp_path_factory):
+    """A second run, on shifted data, over a copy of the first run's warehouse."""
+    root = tmp_path_factory.mktemp("second")
+    warehouse = root / "warehouse.duckdb"
+    shutil.copy(first_run[0], warehouse)
+    shifted = shifted_mall_csv(mall_csv, root / "shifted.csv")
+    return warehouse, _run_job(dg.DagsterInstance.ephemeral(), shifted, warehouse)
+
+
+def test_second_run_on_shifted_data_warns_but_still_publishes(second_run):
+    warehouse, result = second_run
+
+    assert result.success
+    evaluations = _drift_evaluations(result)
+    warned = {name for name, e in evaluations.items() if not e.passed}
+    assert SHARE_SHIFT in warned
+    assert ASSIGNMENT_AGREEMENT in warned
+    assert all(e.severity == dg.AssetCheckSeverity.WARN for e in evaluations.values())
+    assert "PSI" in evaluations[SHARE_SHIFT].description
+    assert evaluations[SHARE_SHIFT].metadata["psi"].value > drift.DEFAULT_MAX_SHARE_PSI
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        runs = con.execute("SELECT count(*) FROM segmentation_runs").fetchall()
+    finally:
+        con.close()
+    assert runs == [(2,)]  # published despite the warnings
+
+
+def test_drift_checks_run_alone_compare_the_published_runs(second_run):
+    """'Execute checks' in the UI: no work file, so the published warehouse is read."""
+    warehouse, full = second_run
+    job = dg.define_asset_job("drift_only", selection=dg.AssetSelection.checks(segment_drift))
+    definitions = dg.Definitions(
+        assets=[segment_profiles],
+        asset_checks=[segment_drift],
+        jobs=[job],
+        resources={
+            "warehouse": WarehouseResource(path=str(warehouse)),
+            "drift_thresholds": DriftThresholds(),
+        },
+    )
+    before = file_sha256(warehouse)
+
+    result = definitions.resolve_job_def("drift_only").execute_in_process(
+        instance=dg.DagsterInstance.ephemeral()
+    )
+
+    assert result.success
+    alone = {n: e.passed for n, e in _drift_evaluations(result).items()}
+    assert alone == {n: e.passed for n, e in _drift_evaluations(full).items()}
+    assert file_sha256(warehouse) == before
+    assert not list(warehouse.parent.glob(".warehouse.duckdb.work/*"))
+
+
+def test_drift_thresholds_are_configurable(first_run, mall_csv, tmp_path):
+    warehouse = tmp_path / "warehouse.duckdb"
+    shutil.copy(first_run[0], warehouse)
+    shifted = shifted_mall_csv(mall_csv, tmp_path / "shifted.csv")
+    lenient = {
+        "max_share_psi": 100.0,
+        "max_centroid_shift": 100.0,
+        "min_ari": -1.0,
+        "max_silhouette_drop": 1.0,
+    }
+
+    result = _run_job(dg.DagsterInstance.ephemeral(), shifted, warehouse, drift_thresholds=lenient)
+
+    assert result.success
+    evaluations = _drift_evaluations(result)
+    assert all(e.passed for e in evaluations.values()), {
+        n: e.description for n, e in evaluations.items()
+    }
+    assert evaluations[SHARE_SHIFT].metadata["max_psi"].value == 100.0
