@@ -127,7 +127,7 @@ def _end_to_end(cases: Sequence[PipelineCase]) -> str:
                 status,
             ]
         )
-        if in_run is not None:
+        if in_run is not None and rows_n >= PER_MILLION_MIN_ROWS:
             previous = (rows_n, in_run)
     headers = [
         "input",
@@ -150,9 +150,9 @@ def _end_to_end(cases: Sequence[PipelineCase]) -> str:
             "",
             "*In Dagster run* is the run's first to last event (wall minus start-up and exit). "
             "*Marginal per 1M rows* is the extra in-run time per million rows over the previous "
-            "size: the slope of the scaling curve, without the fixed start-up cost. Per-1M "
-            f"figures are left out below {PER_MILLION_MIN_ROWS:,} rows, where they only restate "
-            "the fixed cost and size differences are within the run-to-run noise.",
+            f"size of at least {PER_MILLION_MIN_ROWS:,} rows: the slope of the scaling curve, "
+            "without the fixed start-up cost. Below that size per-1M figures only restate the "
+            "fixed cost, and differences between sizes are within the run-to-run noise.",
         ]
     )
 

@@ -28,7 +28,7 @@ def rejected(con: duckdb.DuckDBPyConnection) -> list[tuple]:
 
 
 def customer_ids(con: duckdb.DuckDBPyConnection) -> list[str]:
-    return [row[0] for row in con.execute("SELECT customer_id FROM customers").fetchall()]
+    return [r[0] for r in con.execute("SELECT customer_id FROM customers ORDER BY 1").fetchall()]
 
 
 # --- the reference file and its header spellings -------------------------------------------

@@ -31,15 +31,11 @@ from segmentation_pipeline.core.source_file import (
     scan_source,
 )
 
-# A plain decimal number: optional sign, digits with an optional fraction, optional exponent.
-# Stricter than DuckDB's cast, which also takes '1_000' and rounds '35.5' into an INTEGER.
-NUMBER_PATTERN = r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?"
 CSV_OPTIONS = (
     "header = true, delim = ',', quote = '\"', escape = '\"', auto_detect = false, "
     "strict_mode = true, null_padding = false, encoding = 'utf-8'"
 )
 _MAX_LINES_IN_REASON = 10
-_NO_PROBLEM = " AND ".join(f"problem_{c.name} IS NULL" for c in CANONICAL_COLUMNS)
 
 
 @dataclass(frozen=True)
@@ -80,15 +76,23 @@ def stage_customers(con: duckdb.DuckDBPyConnection, source: Path, run_id: str) -
         raise InputError(source, "the file has a header but no customer rows", line=2)
     # Row positions come from rowid, which is only a plain 0-based position for committed
     # tables (inside a transaction new rows get provisional ids), so all staging happens
-    # before the one transaction that writes the results.
-    _group_valid_rows_by_id(con)
-    n_rejected = _locate_rejects(con, source, header, scan, n_rows)
+    # before the transaction that records the load. `customers` is written by one statement,
+    # atomic on its own and much faster outside a transaction, whose local storage would
+    # copy millions of rows once more at COMMIT.
+    try:
+        _group_duplicate_ids(con)
+        n_rejected = _locate_rejects(con, source, header, scan, n_rows)
+        _write_customers(con)
+    except BaseException:
+        _drop_staging(con)
+        raise
     con.execute("BEGIN TRANSACTION")
     try:
-        _write_customers(con)
         _write_rejected_rows(con, source, run_id)
         n_customers = _scalar(con, "SELECT count(*) FROM customers")
-        n_valid = _scalar(con, "SELECT sum(n_rows) FROM _id_groups WHERE NOT conflicting")
+        n_collapsed = _scalar(
+            con, "SELECT sum(n_rows - 1) FROM _duplicate_ids WHERE NOT conflicting"
+        )
         summary = IngestSummary(
             source=str(source),
             source_sha256=scan.sha256,
@@ -96,7 +100,7 @@ def stage_customers(con: duckdb.DuckDBPyConnection, source: Path, run_id: str) -
             n_rows_read=n_rows,
             n_customers=n_customers,
             n_rejected=n_rejected,
-            n_duplicates_collapsed=n_valid - n_customers,
+            n_duplicates_collapsed=n_collapsed,
             columns={name: header.header_for(name) for name in header.positions},
             ignored_columns=header.ignored,
         )
@@ -106,22 +110,44 @@ def stage_customers(con: duckdb.DuckDBPyConnection, source: Path, run_id: str) -
         con.execute("ROLLBACK")
         raise
     finally:
-        for table in ("_rejects", "_id_groups", "_staged_rows"):
-            con.execute(f"DROP TABLE IF EXISTS {table}")
+        _drop_staging(con)
     return summary
 
 
+def _drop_staging(con: duckdb.DuckDBPyConnection) -> None:
+    for table in ("_rejects", "_duplicate_ids", "_staged_rows"):
+        con.execute(f"DROP TABLE IF EXISTS {table}")
+
+
 def _load_staging_table(con: duckdb.DuckDBPyConnection, source: Path, header: SourceHeader) -> None:
-    """Parse the whole file as text; DuckDB's strict reader names the line of a broken row."""
-    raw = {c.name: f"c{header.positions[c.name]}" for c in CANONICAL_COLUMNS}
-    selected = ", ".join(f"{raw[c.name]} AS raw_{c.name}" for c in CANONICAL_COLUMNS)
-    problems = ", ".join(
-        f"{_problem_sql(c, 'raw_' + c.name)} AS problem_{c.name}" for c in CANONICAL_COLUMNS
+    """Parse and check the whole file in one pass; DuckDB's strict reader names the line of a
+    structurally broken row.
+
+    Every value is read as text and converted here, so no value is coerced silently. The
+    staging table keeps one row per data row, in file order (its rowid is the row's
+    position, used for line numbers): typed values, why each column's value breaks its
+    rule (NULL when it does not), and the raw text only for rejected rows.
+    """
+    position = {c.name: f"c{header.positions[c.name]}" for c in CANONICAL_COLUMNS}
+    raw = ", ".join(f"{position[c.name]} AS raw_{c.name}" for c in CANONICAL_COLUMNS)
+    numbers = ", ".join(
+        f"TRY_CAST(trim(raw_{c.name}) AS DOUBLE) AS number_{c.name}"
+        for c in CANONICAL_COLUMNS
+        if c.kind != "text"
+    )
+    problems = ", ".join(f"{_problem_sql(c)} AS problem_{c.name}" for c in CANONICAL_COLUMNS)
+    rejected = " OR ".join(f"problem_{c.name} IS NOT NULL" for c in CANONICAL_COLUMNS)
+    kept = ", ".join(f"{_typed_sql(c)} AS {c.name}, problem_{c.name}" for c in CANONICAL_COLUMNS)
+    raw_if_rejected = ", ".join(
+        f"CASE WHEN rejected THEN raw_{c.name} END AS raw_{c.name}" for c in CANONICAL_COLUMNS
     )
     sql = f"""
         CREATE OR REPLACE TABLE _staged_rows AS
-        SELECT *, {problems}
-        FROM (SELECT {selected} FROM read_csv($source, {_read_options(header)}))
+        WITH raw AS (SELECT {raw} FROM read_csv($source, {_read_options(header)})),
+             parsed AS (SELECT *, {numbers} FROM raw),
+             checked AS (SELECT *, {problems} FROM parsed),
+             flagged AS (SELECT *, ({rejected}) AS rejected FROM checked)
+        SELECT {kept}, rejected, {raw_if_rejected} FROM flagged
     """  # noqa: S608 - identifiers are generated positions, the path is a bound parameter
     try:
         con.execute(sql, {"source": str(source)})
@@ -135,16 +161,22 @@ def _read_options(header: SourceHeader) -> str:
     return f"{CSV_OPTIONS}, columns = {{{columns}}}"
 
 
-def _problem_sql(column: Column, raw: str) -> str:
-    """SQL giving why a raw text value breaks the column's rule, or NULL when it is fine."""
+def _problem_sql(column: Column) -> str:
+    """SQL giving why a raw text value breaks the column's rule, or NULL when it is fine.
+
+    Numbers go through DuckDB's DOUBLE cast, which is strict about letters and separators
+    but also takes '1_000' and 'inf': those are refused here explicitly.
+    """
+    raw = f"raw_{column.name}"
     tokens = ", ".join(f"'{token}'" for token in MISSING_TOKENS)
     missing = f"{raw} IS NULL OR lower(trim({raw})) IN ({tokens})"
     if column.kind == "text":
         return f"CASE WHEN {missing} THEN 'missing value' END"
-    value = f"TRY_CAST(trim({raw}) AS DOUBLE)"
+    value = f"number_{column.name}"
     cases = [
         f"WHEN {missing} THEN 'missing value'",
-        f"WHEN NOT regexp_full_match(trim({raw}), '{NUMBER_PATTERN}') THEN 'is not a number'",
+        f"WHEN {value} IS NULL OR NOT isfinite({value}) OR contains({raw}, '_') "
+        "THEN 'is not a number'",
     ]
     if column.kind == "integer":
         cases.append(f"WHEN {value} <> floor({value}) THEN 'is not a whole number'")
@@ -161,34 +193,47 @@ def _problem_sql(column: Column, raw: str) -> str:
     return f"CASE {' '.join(cases)} END"
 
 
-def _group_valid_rows_by_id(con: duckdb.DuckDBPyConnection) -> None:
-    """Group valid rows by id: exact duplicates collapse, conflicting ids are marked."""
-    typed = ", ".join(f"{_typed_sql(c)} AS {c.name}" for c in CANONICAL_COLUMNS)
+def _typed_sql(column: Column) -> str:
+    """The value in its canonical type, NULL where the column's rule is broken."""
+    if column.kind == "text":
+        return f"trim(raw_{column.name})"
+    return (
+        f"CASE WHEN problem_{column.name} IS NULL "
+        f"THEN CAST(number_{column.name} AS {column.sql_type}) END"
+    )
+
+
+def _group_duplicate_ids(con: duckdb.DuckDBPyConnection) -> None:
+    """Ids on more than one valid row: exact duplicates collapse, conflicting ids are marked.
+
+    Candidates are found by grouping on a 64-bit hash of the id (much cheaper than grouping
+    millions of strings); only those few rows are then grouped exactly.
+    """
     value_columns = [c.name for c in CANONICAL_COLUMNS if c.name != "customer_id"]
     firsts = ", ".join(f"min({name}) AS {name}" for name in value_columns)
     differs = " OR ".join(f"min({name}) <> max({name})" for name in value_columns)
     con.execute(f"""
-        CREATE OR REPLACE TEMP TABLE _id_groups AS
+        CREATE OR REPLACE TEMP TABLE _duplicate_ids AS
         SELECT customer_id, count(*) AS n_rows, {firsts}, ({differs}) AS conflicting
-        FROM (SELECT {typed} FROM _staged_rows WHERE {_NO_PROBLEM})
-        GROUP BY customer_id
+        FROM _staged_rows
+        WHERE NOT rejected AND hash(customer_id) IN (
+            SELECT key FROM (SELECT hash(customer_id) AS key FROM _staged_rows
+                             WHERE NOT rejected)
+            GROUP BY key HAVING count(*) > 1)
+        GROUP BY customer_id HAVING count(*) > 1
     """)  # noqa: S608 - generated from the fixed schema
 
 
 def _write_customers(con: duckdb.DuckDBPyConnection) -> None:
-    """The clean customer table, one row per id, in a stable order."""
+    """The clean customer table, one row per id (file order, collapsed duplicates last)."""
     names = ", ".join(c.name for c in CANONICAL_COLUMNS)
     con.execute(f"""
         CREATE OR REPLACE TABLE customers AS
-        SELECT {names} FROM _id_groups WHERE NOT conflicting ORDER BY customer_id
+        SELECT {names} FROM _staged_rows s ANTI JOIN _duplicate_ids d USING (customer_id)
+        WHERE NOT s.rejected
+        UNION ALL
+        SELECT {names} FROM _duplicate_ids WHERE NOT conflicting
     """)  # noqa: S608 - generated from the fixed schema
-
-
-def _typed_sql(column: Column) -> str:
-    raw = f"trim(raw_{column.name})"
-    if column.kind == "text":
-        return raw
-    return f"CAST(CAST({raw} AS DOUBLE) AS {column.sql_type})"
 
 
 def _locate_rejects(
@@ -217,12 +262,12 @@ def _locate_rejects(
                CASE {first_value} END AS value,
                concat_ws('; ', {problem_parts}) AS reason,
                false AS conflicting
-        FROM _staged_rows WHERE NOT ({_NO_PROBLEM})
+        FROM _staged_rows WHERE rejected
         UNION ALL
-        SELECT rowid, trim(raw_customer_id), 'customer_id', trim(raw_customer_id), NULL, true
+        SELECT rowid, customer_id, 'customer_id', customer_id, NULL, true
         FROM _staged_rows
-        WHERE {_NO_PROBLEM} AND trim(raw_customer_id) IN
-            (SELECT customer_id FROM _id_groups WHERE conflicting)
+        WHERE NOT rejected AND customer_id IN
+            (SELECT customer_id FROM _duplicate_ids WHERE conflicting)
     """)  # noqa: S608 - generated from the fixed schema
     _add_line_numbers(con, source, header, scan, n_rows)
     return _scalar(con, "SELECT count(*) FROM _rejects")
