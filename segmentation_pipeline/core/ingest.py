@@ -126,33 +126,40 @@ def _load_staging_table(con: duckdb.DuckDBPyConnection, source: Path, header: So
     Every value is read as text and converted here, so no value is coerced silently. The
     staging table keeps one row per data row, in file order (its rowid is the row's
     position, used for line numbers): typed values, why each column's value breaks its
-    rule (NULL when it does not), and the raw text only for rejected rows.
+    rule is broken), a rejected flag, and the raw text only for rejected rows (their reasons
+    are worked out again from it, for those few rows only).
     """
     position = {c.name: f"c{header.positions[c.name]}" for c in CANONICAL_COLUMNS}
     raw = ", ".join(f"{position[c.name]} AS raw_{c.name}" for c in CANONICAL_COLUMNS)
-    numbers = ", ".join(
-        f"TRY_CAST(trim(raw_{c.name}) AS DOUBLE) AS number_{c.name}"
-        for c in CANONICAL_COLUMNS
-        if c.kind != "text"
-    )
-    problems = ", ".join(f"{_problem_sql(c)} AS problem_{c.name}" for c in CANONICAL_COLUMNS)
     rejected = " OR ".join(f"problem_{c.name} IS NOT NULL" for c in CANONICAL_COLUMNS)
-    kept = ", ".join(f"{_typed_sql(c)} AS {c.name}, problem_{c.name}" for c in CANONICAL_COLUMNS)
+    typed = ", ".join(f"{_typed_sql(c)} AS {c.name}" for c in CANONICAL_COLUMNS)
     raw_if_rejected = ", ".join(
         f"CASE WHEN rejected THEN raw_{c.name} END AS raw_{c.name}" for c in CANONICAL_COLUMNS
     )
     sql = f"""
         CREATE OR REPLACE TABLE _staged_rows AS
         WITH raw AS (SELECT {raw} FROM read_csv($source, {_read_options(header)})),
-             parsed AS (SELECT *, {numbers} FROM raw),
-             checked AS (SELECT *, {problems} FROM parsed),
+             {_checked_ctes("raw")},
              flagged AS (SELECT *, ({rejected}) AS rejected FROM checked)
-        SELECT {kept}, rejected, {raw_if_rejected} FROM flagged
+        SELECT {typed}, rejected, {raw_if_rejected} FROM flagged
     """  # noqa: S608 - identifiers are generated positions, the path is a bound parameter
     try:
         con.execute(sql, {"source": str(source)})
     except duckdb.Error as error:
         raise _csv_error(source, error) from None
+
+
+def _checked_ctes(relation: str) -> str:
+    """CTEs `parsed` (numbers) and `checked` (why each value breaks its rule) over a relation
+    with raw_<column> text columns."""
+    numbers = ", ".join(
+        f"TRY_CAST(trim(raw_{c.name}) AS DOUBLE) AS number_{c.name}"
+        for c in CANONICAL_COLUMNS
+        if c.kind != "text"
+    )
+    problems = ", ".join(f"{_problem_sql(c)} AS problem_{c.name}" for c in CANONICAL_COLUMNS)
+    parsed = f"parsed AS (SELECT *, {numbers} FROM {relation})"  # noqa: S608 - fixed names
+    return f"{parsed}, checked AS (SELECT *, {problems} FROM parsed)"  # noqa: S608
 
 
 def _read_options(header: SourceHeader) -> str:
@@ -173,23 +180,26 @@ def _problem_sql(column: Column) -> str:
     if column.kind == "text":
         return f"CASE WHEN {missing} THEN 'missing value' END"
     value = f"number_{column.name}"
-    cases = [
-        f"WHEN {missing} THEN 'missing value'",
-        f"WHEN {value} IS NULL OR NOT isfinite({value}) OR contains({raw}, '_') "
-        "THEN 'is not a number'",
-    ]
+    # The common case first: a well-formed number is only checked against its range.
+    checks = []
     if column.kind == "integer":
-        cases.append(f"WHEN {value} <> floor({value}) THEN 'is not a whole number'")
+        checks.append(f"WHEN {value} <> floor({value}) THEN 'is not a whole number'")
     if column.minimum is not None and column.maximum is not None:
         bounds = f"{column.minimum:g} to {column.maximum:g}"
-        cases.append(
+        checks.append(
             f"WHEN {value} NOT BETWEEN {column.minimum} AND {column.maximum} "
             f"THEN 'is out of range ({bounds})'"
         )
     elif column.minimum is not None:
-        cases.append(
+        checks.append(
             f"WHEN {value} < {column.minimum} THEN 'is below the minimum ({column.minimum:g})'"
         )
+    well_formed = f"{value} IS NOT NULL AND isfinite({value}) AND NOT contains({raw}, '_')"
+    cases = [
+        f"WHEN {well_formed} THEN CASE {' '.join(checks)} END",
+        f"WHEN {missing} THEN 'missing value'",
+        "ELSE 'is not a number'",
+    ]
     return f"CASE {' '.join(cases)} END"
 
 
@@ -255,14 +265,17 @@ def _locate_rejects(
     first_value = " ".join(
         f"WHEN problem_{c.name} IS NOT NULL THEN raw_{c.name}" for c in CANONICAL_COLUMNS
     )
+    raw = ", ".join(f"raw_{c.name}" for c in CANONICAL_COLUMNS)
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE _rejects AS
-        SELECT rowid AS row_index, raw_customer_id AS customer_id,
+        WITH bad AS (SELECT rowid AS row_index, {raw} FROM _staged_rows WHERE rejected),
+             {_checked_ctes("bad")}
+        SELECT row_index, raw_customer_id AS customer_id,
                CASE {first_column} END AS column_name,
                CASE {first_value} END AS value,
                concat_ws('; ', {problem_parts}) AS reason,
                false AS conflicting
-        FROM _staged_rows WHERE rejected
+        FROM checked
         UNION ALL
         SELECT rowid, customer_id, 'customer_id', customer_id, NULL, true
         FROM _staged_rows
