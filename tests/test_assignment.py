@@ -1,0 +1,49 @@
+"""Nearest-centroid assignment in SQL agrees with the numpy reference, customer by customer."""
+
+from __future__ import annotations
+
+import duckdb
+import numpy as np
+import pandas as pd
+
+from segmentation_pipeline.core.assignment import assign_customers, outlier_thresholds
+from segmentation_pipeline.core.features import compute_scaling, sample_features
+from segmentation_pipeline.core.selection import assign_nearest
+
+
+def test_sql_assignment_matches_assign_nearest():
+    rng = np.random.default_rng(3)
+    n = 20_000
+    customers = pd.DataFrame(
+        {
+            "customer_id": [f"{i:06d}" for i in range(n)],
+            "gender": rng.choice(["Female", "Male"], n),
+            "age": rng.integers(18, 80, n).astype("int32"),
+            "annual_income": rng.normal(60, 25, n).clip(0),
+            "spending_score": rng.integers(1, 101, n).astype("int32"),
+        }
+    )
+    con = duckdb.connect()
+    con.register("frame", customers)
+    con.execute("CREATE TABLE customers AS SELECT * FROM frame")
+    scaling = compute_scaling(con, ["age", "annual_income", "spending_score", "gender"])
+    centroids = rng.normal(0, 1, (6, 4))
+    ids = [11, 3, 7, 20, 5, 9]
+    sample = sample_features(con, scaling, n, seed=0)
+    thresholds = outlier_thresholds(sample, centroids)
+
+    assert assign_customers(con, scaling, centroids, ids, thresholds, "run-1") == n
+
+    got = con.execute(
+        "SELECT a.segment_id, a.distance, a.second_segment_id, a.second_distance, a.is_outlier "
+        "FROM segment_assignments a JOIN customers c USING (customer_id) ORDER BY c.customer_id"
+    ).fetchnumpy()
+    scaled = sample_features(con, scaling, n, seed=0)  # all customers, in customer_id order
+    labels, distance, second, second_distance = assign_nearest(scaled, centroids)
+    id_of = np.array(ids)
+    assert (got["segment_id"] == id_of[labels]).all()
+    assert (got["second_segment_id"] == id_of[second]).all()
+    np.testing.assert_allclose(got["distance"], distance, rtol=1e-5)
+    np.testing.assert_allclose(got["second_distance"], second_distance, rtol=1e-5)
+    assert (got["is_outlier"] == (distance > thresholds[labels])).mean() > 0.999
+    assert con.execute("SELECT count(DISTINCT run_id) FROM segment_assignments").fetchone() == (1,)
