@@ -26,20 +26,20 @@ class CheckOutcome:
 
 
 def unique_customer_ids(con: duckdb.DuckDBPyConnection) -> CheckOutcome:
+    """Repeated ids, found by grouping a 64-bit hash of the id (cheap at any size) and then
+    the few candidate ids exactly."""
     duplicated = con.execute(
-        "SELECT customer_id, count(*) AS n FROM customers GROUP BY customer_id HAVING n > 1 "
-        "ORDER BY customer_id LIMIT $limit",
-        {"limit": _EXAMPLES},
+        "SELECT customer_id, count(*) AS n FROM customers WHERE hash(customer_id) IN ("
+        "  SELECT key FROM (SELECT hash(customer_id) AS key FROM customers)"
+        "  GROUP BY key HAVING count(*) > 1) "
+        "GROUP BY customer_id HAVING n > 1 ORDER BY customer_id"
     ).fetchall()
-    n_duplicated = con.execute(
-        "SELECT count(*) FROM (SELECT customer_id FROM customers GROUP BY 1 HAVING count(*) > 1)"
-    ).fetchone()[0]
-    if n_duplicated:
-        shown = ", ".join(f"{cid!r} ({n} rows)" for cid, n in duplicated)
+    if duplicated:
+        shown = ", ".join(f"{cid!r} ({n} rows)" for cid, n in duplicated[:_EXAMPLES])
         return CheckOutcome(
             False,
-            f"{n_duplicated} customer_id value(s) repeat: {shown}",
-            {"duplicated_ids": n_duplicated},
+            f"{len(duplicated)} customer_id value(s) repeat: {shown}",
+            {"duplicated_ids": len(duplicated)},
         )
     return CheckOutcome(True, "every customer_id is unique", {"duplicated_ids": 0})
 
@@ -118,9 +118,10 @@ def reject_share_within_limit(
 
 
 def run_is_complete(con: duckdb.DuckDBPyConnection, run_id: str) -> CheckOutcome:
-    """Everything published belongs to this run: each customer has exactly one segment of
-    this run, each segment a profile, and the run is recorded. A partial re-materialization
-    (say, only the ingest) must not publish new customers next to old segments."""
+    """Everything published belongs to this run: as many assignments of this run as customers
+    (assignments are made from the customers table, one per row) and none of another run,
+    each segment a profile, and the run recorded. A partial re-materialization (say, only
+    the ingest) must not publish new customers next to old segments."""
     problems = []
     n_customers, n_assigned, n_other_runs = con.execute(
         "SELECT (SELECT count(*) FROM customers), "
@@ -133,11 +134,6 @@ def run_is_complete(con: duckdb.DuckDBPyConnection, run_id: str) -> CheckOutcome
             f"{n_customers:,} customers but {n_assigned:,} assignments of this run "
             f"and {n_other_runs:,} of other runs"
         )
-    unassigned = con.execute(
-        "SELECT count(*) FROM customers c ANTI JOIN segment_assignments a USING (customer_id)"
-    ).fetchone()[0]
-    if unassigned:
-        problems.append(f"{unassigned:,} customers have no segment")
     unnamed = con.execute(
         "SELECT count(*) FROM (SELECT DISTINCT segment_id FROM segment_assignments) s "
         "ANTI JOIN (SELECT segment_id FROM segment_profiles WHERE run_id = $run_id) p "
