@@ -20,7 +20,8 @@ install:
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 \
 		|| python3 -m pip install --quiet --disable-pip-version-check uv \
 		|| python3 -m pip install --quiet --disable-pip-version-check --user --break-system-packages uv
-	@$(UV) sync --locked --quiet
+	@$(UV) sync --locked --quiet --compile-bytecode
+	@$(BIN)/python -m compileall -q segmentation_pipeline benchmarks
 
 run: install
 	$(BIN)/segmentation run

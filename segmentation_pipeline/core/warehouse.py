@@ -34,9 +34,14 @@ class PublishResult:
 
 @dataclass(frozen=True)
 class Warehouse:
-    """The published DuckDB file at ``path`` and the run work files beside it."""
+    """The published DuckDB file at ``path`` and the run work files beside it.
+
+    ``memory_limit`` caps DuckDB's memory on work connections; beyond it DuckDB spills to a
+    temporary folder inside the work folder, so a run's memory stays bounded at any size.
+    """
 
     path: Path
+    memory_limit: str = "1GB"
 
     @property
     def work_dir(self) -> Path:
@@ -90,7 +95,15 @@ class Warehouse:
     @contextmanager
     def work_connection(self, run_id: str) -> Iterator[duckdb.DuckDBPyConnection]:
         """A read-write connection to the run's work file, closed on exit."""
-        con = duckdb.connect(str(self.ensure_work_file(run_id)))
+        work = self.ensure_work_file(run_id)
+        con = duckdb.connect(
+            str(work),
+            config={
+                "memory_limit": self.memory_limit,
+                "temp_directory": str(self.work_dir / f"{run_id}.tmp"),
+            },
+        )
+        con.execute("SET enable_progress_bar = false")
         try:
             yield con
         finally:
@@ -120,9 +133,13 @@ class Warehouse:
         return PublishResult(self.path, row_counts, self.path.stat().st_size)
 
     def discard_work_file(self, run_id: str) -> None:
-        """Remove a run's work file (and its WAL) when the run ends without publishing."""
+        """Remove what a run left in the work folder: its work file when it did not publish,
+        the WAL, DuckDB's spill folder."""
         for path in self.work_dir.glob(f"{run_id}.*"):
-            path.unlink(missing_ok=True)
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                path.unlink(missing_ok=True)
 
     def clean_stale_work_files(self) -> list[Path]:
         """Delete work files left by runs that died; call only while holding the writer lock."""

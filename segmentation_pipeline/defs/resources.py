@@ -33,12 +33,16 @@ class WarehouseResource(dg.ConfigurableResource):
         default=900.0,
         description="How long a run waits for another refresh of the same warehouse to finish.",
     )
+    memory_limit: str = Field(
+        default="1GB",
+        description="DuckDB memory cap for the run (it spills to disk beyond it), e.g. 1GB.",
+    )
 
     _stack: ExitStack | None = PrivateAttr(default=None)
 
     @property
     def warehouse(self) -> Warehouse:
-        return Warehouse(Path(self.path).expanduser().resolve())
+        return Warehouse(Path(self.path).expanduser().resolve(), self.memory_limit)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         stack = ExitStack()
