@@ -82,7 +82,11 @@ def stage_customers(con: duckdb.DuckDBPyConnection, source: Path, run_id: str) -
     try:
         _group_duplicate_ids(con)
         n_rejected = _locate_rejects(con, source, header, scan, n_rows)
-        _write_customers(con)
+        n_duplicate_ids = _scalar(con, "SELECT count(*) FROM _duplicate_ids")
+        if n_rejected == 0 and n_duplicate_ids == 0:
+            _promote_staging_to_customers(con)
+        else:
+            _write_customers(con)
     except BaseException:
         _drop_staging(con)
         raise
@@ -232,6 +236,14 @@ def _group_duplicate_ids(con: duckdb.DuckDBPyConnection) -> None:
             GROUP BY key HAVING count(*) > 1)
         GROUP BY customer_id HAVING count(*) > 1
     """)  # noqa: S608 - generated from the fixed schema
+
+
+def _promote_staging_to_customers(con: duckdb.DuckDBPyConnection) -> None:
+    """A clean file (the usual case): the staging table becomes `customers` without a copy."""
+    con.execute("DROP TABLE IF EXISTS customers")
+    for column in ["rejected", *(f"raw_{c.name}" for c in CANONICAL_COLUMNS)]:
+        con.execute(f"ALTER TABLE _staged_rows DROP COLUMN {column}")
+    con.execute("ALTER TABLE _staged_rows RENAME TO customers")
 
 
 def _write_customers(con: duckdb.DuckDBPyConnection) -> None:
