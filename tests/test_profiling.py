@@ -7,7 +7,7 @@ import pytest
 from sklearn.cluster import KMeans
 
 from segmentation_pipeline.core.profiling import build_profiles
-from tests.conftest import MALL_CSV
+from tests.mall_stats import mall_customers, overall_stats, segment_stats
 
 INCOME_SPENDING = ("annual_income", "spending_score")
 
@@ -44,35 +44,6 @@ def crafted_stats(rows: list[dict]) -> pd.DataFrame:
 def z(feature: str, value_z: float) -> float:
     """The segment mean that sits value_z base standard deviations from the base mean."""
     return OVERALL[f"mean_{feature}"] + value_z * OVERALL[f"std_{feature}"]
-
-
-def mall_customers() -> pd.DataFrame:
-    """The real Mall file in canonical column names."""
-    frame = pd.read_csv(MALL_CSV)
-    frame.columns = ["customer_id", "gender", "age", "annual_income", "spending_score"]
-    return frame
-
-
-def segment_stats(customers: pd.DataFrame) -> pd.DataFrame:
-    """Per-segment stats as the pipeline's SQL computes them."""
-    grouped = customers.groupby("segment_id")
-    stats = pd.DataFrame({"n_customers": grouped.size()})
-    for feature in ("age", "annual_income", "spending_score"):
-        stats[f"avg_{feature}"] = grouped[feature].mean()
-        stats[f"median_{feature}"] = grouped[feature].median()
-        stats[f"std_{feature}"] = grouped[feature].std()
-    stats["female_share"] = grouped["gender"].apply(lambda g: (g == "Female").mean())
-    return stats.reset_index()
-
-
-def overall_stats(customers: pd.DataFrame) -> dict[str, float]:
-    """Whole-base stats as the pipeline's SQL computes them."""
-    overall: dict[str, float] = {"n_customers": float(len(customers))}
-    for feature in ("age", "annual_income", "spending_score"):
-        overall[f"mean_{feature}"] = float(customers[feature].mean())
-        overall[f"std_{feature}"] = float(customers[feature].std())
-    overall["female_share"] = float((customers["gender"] == "Female").mean())
-    return overall
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ from segmentation_pipeline.core.report import (
     render_report,
     write_report,
 )
-from tests.conftest import MALL_CSV
+from tests.mall_stats import mall_customers, overall_stats, segment_stats
 
 FEATURES = ["annual_income", "spending_score"]
 CHROMIUM = Path("/usr/bin/chromium")
@@ -40,35 +40,6 @@ SCRIPT_PAYLOAD = "<script>alert(1)</script>"
 
 
 # --- inputs ---------------------------------------------------------------------------------
-
-
-def mall_customers() -> pd.DataFrame:
-    """The real Mall file in canonical column names, ids kept as text."""
-    frame = pd.read_csv(MALL_CSV, dtype={"CustomerID": str})
-    frame.columns = ["customer_id", "gender", "age", "annual_income", "spending_score"]
-    return frame
-
-
-def segment_stats(customers: pd.DataFrame) -> pd.DataFrame:
-    """Per-segment stats as the pipeline's SQL computes them."""
-    grouped = customers.groupby("segment_id")
-    stats = pd.DataFrame({"n_customers": grouped.size()})
-    for feature in ("age", "annual_income", "spending_score"):
-        stats[f"avg_{feature}"] = grouped[feature].mean()
-        stats[f"median_{feature}"] = grouped[feature].median()
-        stats[f"std_{feature}"] = grouped[feature].std()
-    stats["female_share"] = grouped["gender"].apply(lambda g: (g == "Female").mean())
-    return stats.reset_index()
-
-
-def overall_stats(customers: pd.DataFrame) -> dict[str, float]:
-    """Whole-base stats as the pipeline's SQL computes them."""
-    overall: dict[str, float] = {"n_customers": float(len(customers))}
-    for feature in ("age", "annual_income", "spending_score"):
-        overall[f"mean_{feature}"] = float(customers[feature].mean())
-        overall[f"std_{feature}"] = float(customers[feature].std())
-    overall["female_share"] = float((customers["gender"] == "Female").mean())
-    return overall
 
 
 def model_candidates(points: np.ndarray, selected_k: int) -> pd.DataFrame:

@@ -18,6 +18,7 @@ import pandas as pd
 
 from segmentation_pipeline.core.alignment import align_segment_ids, ari_from_contingency
 from segmentation_pipeline.core.features import FeatureScaling
+from segmentation_pipeline.core.selection import CANDIDATE_COLUMNS
 
 HISTORY_DDL = (
     """CREATE TABLE IF NOT EXISTS segmentation_runs (
@@ -135,19 +136,7 @@ def record_model(
     con.execute("DELETE FROM segment_centroids WHERE run_id = $run_id", {"run_id": run_id})
     con.executemany("INSERT INTO segment_centroids VALUES (?, ?, ?, ?, ?, ?)", rows)
     con.execute("DELETE FROM model_candidates WHERE run_id = $run_id", {"run_id": run_id})
-    frame = candidates.assign(run_id=run_id)[
-        [
-            "run_id",
-            "algorithm",
-            "k",
-            "silhouette",
-            "davies_bouldin",
-            "calinski_harabasz",
-            "inertia",
-            "stability",
-            "selected",
-        ]
-    ]
+    frame = candidates.assign(run_id=run_id)[["run_id", *CANDIDATE_COLUMNS]]
     con.register("new_candidates", frame)
     con.execute("INSERT INTO model_candidates SELECT * FROM new_candidates")
     con.unregister("new_candidates")
