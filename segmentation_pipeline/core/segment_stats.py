@@ -38,15 +38,17 @@ PROFILE_COLUMNS = (
 )
 
 
-def segment_statistics(con: duckdb.DuckDBPyConnection) -> tuple[pd.DataFrame, dict[str, float]]:
+def segment_statistics(
+    con: duckdb.DuckDBPyConnection, exact_median_limit: int = EXACT_MEDIAN_LIMIT
+) -> tuple[pd.DataFrame, dict[str, float]]:
     """Per-segment and whole-base statistics of the current assignments.
 
-    Medians are exact up to EXACT_MEDIAN_LIMIT customers. Beyond that they are estimated
+    Medians are exact up to ``exact_median_limit`` customers. Beyond that they are estimated
     (t-digest, well within a unit for these measures): an exact median must hold every value
     of a segment in memory, which does not fit the run's memory cap at 100 million customers.
     """
     n_customers = con.execute("SELECT count(*) FROM customers").fetchone()[0]
-    median = "median({})" if n_customers <= EXACT_MEDIAN_LIMIT else "approx_quantile({}, 0.5)"
+    median = "median({})" if n_customers <= exact_median_limit else "approx_quantile({}, 0.5)"
     per_measure = ", ".join(
         f"avg(c.{m}) AS avg_{m}, {median.format(f'c.{m}')} AS median_{m}, "
         f"stddev_pop(c.{m}) AS std_{m}"
