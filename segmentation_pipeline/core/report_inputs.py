@@ -31,10 +31,14 @@ def load_report_inputs(
     previous = run.get("previous_run_id")
     previous = None if previous is None or pd.isna(previous) else str(previous)
     parameters = {"run_id": run_id}
+    # Pick the sample's ids first (a top-n over one table), then join only those: joining
+    # every customer first would build a hash table of all of them.
     sample = con.execute(
-        "SELECT c.customer_id, c.gender, c.age, c.annual_income, c.spending_score, s.segment_id "
-        "FROM customers c JOIN customer_segments s USING (customer_id) "
-        "ORDER BY hash(c.customer_id), c.customer_id LIMIT $n",
+        "WITH picked AS (SELECT customer_id, segment_id FROM customer_segments "
+        "  ORDER BY hash(customer_id), customer_id LIMIT $n) "
+        "SELECT c.customer_id, c.gender, c.age, c.annual_income, c.spending_score, p.segment_id "
+        "FROM picked p JOIN customers c USING (customer_id) "
+        "ORDER BY hash(c.customer_id), c.customer_id",
         {"n": sample_size},
     ).df()
     candidates = con.execute(

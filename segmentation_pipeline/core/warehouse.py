@@ -153,13 +153,23 @@ class Warehouse:
                 path.unlink(missing_ok=True)
         return removed
 
-    def connect_read_only(self) -> duckdb.DuckDBPyConnection:
-        """A read-only connection to the published warehouse; never blocks a refresh."""
+    def connect_read_only(self, run_id: str | None = None) -> duckdb.DuckDBPyConnection:
+        """A read-only connection to the published warehouse; never blocks a refresh.
+
+        Given the ``run_id`` of the pipeline run reading it, the connection keeps to the run's
+        memory cap and spill folder, like the work connections.
+        """
         if not self.path.exists():
             raise FileNotFoundError(
                 f"no published warehouse at {self.path}; run `segmentation run` first"
             )
-        return duckdb.connect(str(self.path), read_only=True)
+        config = {}
+        if run_id is not None:
+            config = {
+                "memory_limit": self.memory_limit,
+                "temp_directory": str(self.work_dir / f"{run_id}.tmp"),
+            }
+        return duckdb.connect(str(self.path), read_only=True, config=config)
 
 
 def _required_row_counts(

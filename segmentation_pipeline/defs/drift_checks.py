@@ -66,7 +66,7 @@ def _run_database(warehouse: WarehouseResource, run_id: str) -> Iterator[duckdb.
         with warehouse.work_connection(run_id) as con:
             yield con
         return
-    con = files.connect_read_only()
+    con = files.connect_read_only(run_id)
     try:
         yield con
     finally:

@@ -35,7 +35,7 @@ def segment_report(
     """
     run_id = context.run.run_id
     published = warehouse.warehouse
-    con = published.connect_read_only()
+    con = published.connect_read_only(run_id)
     try:
         inputs = load_report_inputs(con, run_id)
     finally:
