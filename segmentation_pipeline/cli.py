@@ -55,6 +55,11 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--k-min", type=int, help="smallest number of segments tried (default 2)")
     run.add_argument("--k-max", type=int, help="largest number of segments tried (default 10)")
     run.add_argument("--seed", type=int, help="seed for sampling and fitting (default 0)")
+    run.add_argument(
+        "--history-runs-kept",
+        type=int,
+        help="runs whose per-customer assignments stay in customer_segments_history (default 30)",
+    )
     run.add_argument("--engine", choices=("local", "spark"), help="engine for the heavy steps")
     run.set_defaults(handler=_run)
 
@@ -96,7 +101,7 @@ def _run(args: argparse.Namespace) -> int:
         except ValueError as error:
             print(f"segmentation run: --features: {error}", file=sys.stderr)
             return EXIT_USAGE
-    for name in ("k_min", "k_max", "seed"):
+    for name in ("k_min", "k_max", "seed", "history_runs_kept"):
         if getattr(args, name) is not None:
             settings[name] = getattr(args, name)
     outcome = run_segmentation_job(settings)

@@ -199,3 +199,19 @@ def test_report_escapes_text_from_the_input(tmp_path, mall_csv):
     html = (warehouse.parent / "reports" / "latest.html").read_text()
     assert "<script>alert(1)</script>" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+
+
+def test_history_keeps_the_configured_window_of_runs(tmp_path, mall_csv):
+    warehouse = tmp_path / "wh" / "warehouse.duckdb"
+    for _ in range(3):
+        assert materialize(mall_csv, warehouse, features=TWO_FEATURES, history_runs_kept=2).success
+    runs = query(warehouse, "SELECT run_id FROM segmentation_runs ORDER BY finished_at, run_id")
+    history = query(
+        warehouse,
+        "SELECT run_id, count(*) AS n FROM customer_segments_history GROUP BY run_id",
+    )
+    assert len(runs) == 3  # run summaries stay for good
+    assert set(history.run_id) == set(runs.run_id[-2:])
+    assert set(history.n) == {200}
+    latest = query(warehouse, "SELECT count(*) AS n FROM customer_latest_segment")
+    assert latest.n[0] == 200

@@ -180,6 +180,27 @@ def record_assignment_history(
     return ari_from_contingency(table)
 
 
+def prune_assignment_history(con: duckdb.DuckDBPyConnection, runs_kept: int) -> int:
+    """Keep the per-customer history of the latest ``runs_kept`` runs; return rows deleted.
+
+    ``customer_segments_history`` grows by one row per customer per run (10M rows a night
+    for a 10M-customer base), so it keeps a window of runs. Everything per run that is
+    small (segmentation_runs, segment_centroids, model_candidates, segment_migrations) is
+    kept for good. At least the latest two runs stay: the next run compares against the
+    latest, and the `segment_changes_last_run` view joins the latest with the one before.
+    """
+    if runs_kept < 2:
+        raise ValueError(f"runs_kept must be at least 2, got {runs_kept}")
+    return con.execute(
+        """
+        DELETE FROM customer_segments_history WHERE run_id NOT IN (
+            SELECT run_id FROM segmentation_runs
+            ORDER BY finished_at DESC, run_id LIMIT $runs_kept)
+        """,
+        {"runs_kept": runs_kept},
+    ).fetchone()[0]
+
+
 def record_run(con: duckdb.DuckDBPyConnection, run: dict[str, object]) -> None:
     """One row in ``segmentation_runs`` (replacing a retry's row of the same run).
 

@@ -90,6 +90,13 @@ class SegmentationSettings(dg.ConfigurableResource):
     sample_size: int = Field(
         default=200_000, ge=100, description="Customers sampled for model selection and fit."
     )
+    history_runs_kept: int = Field(
+        default=30,
+        ge=2,
+        description="Runs whose per-customer assignments stay in customer_segments_history "
+        "(one row per customer per run); run summaries, centroids and migrations are kept "
+        "for every run.",
+    )
     segment_match_distance: float = Field(
         default=1.0,
         gt=0,

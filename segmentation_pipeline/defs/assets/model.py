@@ -196,7 +196,8 @@ def customer_segments(
     """Every valid customer's segment, distance to its centroid, runner-up and outlier flag.
 
     Assignment streams through the customers in batches (flat memory at any size). The run's
-    assignments are added to `customer_segments_history`, customers moving between segments
+    assignments are added to `customer_segments_history` (which keeps the last
+    `history_runs_kept` runs), customers moving between segments
     since the previous run are counted in `segment_migrations`, and the agreement with the
     previous run (adjusted Rand index) goes into `segmentation_runs`.
     """
@@ -221,6 +222,7 @@ def customer_segments(
         previous = history.previous_run_id(con, run_id)
         ari = history.record_assignment_history(con, run_id, previous)
         history.finish_run(con, run_id, n_assigned, ari)
+        pruned = history.prune_assignment_history(con, settings.history_runs_kept)
         con.execute("COMMIT")
         sizes = markdown_preview(
             con,
@@ -235,6 +237,11 @@ def customer_segments(
             {"run_id": run_id},
         ).fetchone()[0]
     context.log.info(f"Assigned {n_assigned:,} customers; {moved:,} changed segment.")
+    if pruned:
+        context.log.info(
+            f"Removed {pruned:,} history rows older than the last "
+            f"{settings.history_runs_kept} runs."
+        )
     return dg.MaterializeResult(
         metadata={
             "dagster/row_count": n_assigned,
@@ -242,5 +249,6 @@ def customer_segments(
             "customers_changed_segment": int(moved),
             "ari_vs_previous": ari if ari is not None else "first run",
             "previous_run_id": previous or "none",
+            "history_rows_removed": pruned,
         }
     )
