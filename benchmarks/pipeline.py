@@ -55,6 +55,7 @@ class PipelineCase:
     """All repeats of the CLI on one input."""
 
     bench_input: BenchInput
+    engine: str = "local"
     runs: list[ProcessResult] = field(default_factory=list)
     steps: list[StepTimes] = field(default_factory=list)
     quality: Quality | None = None
@@ -72,14 +73,17 @@ class PipelineCase:
 class PipelineBench:
     """Runs `segmentation run` on one input, repeatedly, in its own scratch folder."""
 
-    def __init__(self, bench_input: BenchInput, timeout_seconds: float | None) -> None:
+    def __init__(
+        self, bench_input: BenchInput, timeout_seconds: float | None, engine: str = "local"
+    ) -> None:
         self.bench_input = bench_input
         self.timeout_seconds = timeout_seconds
+        self.engine = engine
         DATA_DIR.mkdir(parents=True, exist_ok=True)
-        self.scratch = Path(tempfile.mkdtemp(prefix="run_", dir=DATA_DIR))
+        self.scratch = Path(tempfile.mkdtemp(prefix=f"run_{engine}_", dir=DATA_DIR))
         self.home = self.scratch / "dagster_home"
         self.warehouse = self.scratch / "warehouse" / "warehouse.duckdb"
-        self.case = PipelineCase(bench_input)
+        self.case = PipelineCase(bench_input, engine)
         prepare_home(self.home)
 
     def run_once(self, log_stem: Path) -> ProcessResult:
@@ -110,6 +114,8 @@ class PipelineBench:
             str(self.bench_input.path),
             "--warehouse",
             str(self.warehouse),
+            "--engine",
+            self.engine,
         ]
 
     def measure_quality(self) -> None:

@@ -44,6 +44,7 @@ def render(
     pipeline: Sequence[PipelineCase],
     floor: FloorCase,
     notebooks: Sequence[NotebookCase],
+    spark: Sequence[PipelineCase] = (),
 ) -> str:
     """The whole BENCHMARKS.md."""
     sections = [
@@ -53,7 +54,8 @@ def render(
         _quality(pipeline),
         _floor(floor, pipeline),
         _notebook(notebooks, pipeline),
-        _failures(pipeline, floor, notebooks),
+        _spark(spark, pipeline),
+        _failures([*pipeline, *spark], floor, notebooks),
     ]
     return "\n\n".join(section for section in sections if section) + "\n"
 
@@ -357,6 +359,63 @@ def _notebook(notebooks: Sequence[NotebookCase], cases: Sequence[PipelineCase]) 
             "against the generated truth.",
             "",
             _table(headers, rows),
+        ]
+    )
+
+
+def _spark(spark: Sequence[PipelineCase], local: Sequence[PipelineCase]) -> str:
+    """The Spark engine next to the local engine at the same sizes."""
+    if not spark:
+        return ""
+    local_by_rows = {case.bench_input.rows: case for case in local}
+    rows = []
+    for case in spark:
+        ok = case.ok_runs
+        other = local_by_rows.get(case.bench_input.rows)
+        local_ok = _ok(other)
+        wall = _median(run.wall_seconds for run in ok) if ok else None
+        local_wall = _median(run.wall_seconds for run in local_ok) if local_ok else None
+        q = case.quality
+        verdict = {True: "PASS", False: "FAIL", None: "no truth"}[q.passed] if q else _DASH
+        rows.append(
+            [
+                case.bench_input.label,
+                f"{case.bench_input.rows:,}",
+                str(len(ok)),
+                _fmt_opt(wall),
+                _fmt_opt(local_wall),
+                f"{wall / local_wall:.1f}x" if wall and local_wall else _DASH,
+                f"{_median(r.peak_rss_bytes for r in ok) / _MIB:,.0f}" if ok else _DASH,
+                _pipeline_quality(case),
+                _pipeline_quality(other),
+                verdict,
+            ]
+        )
+    headers = [
+        "input",
+        "rows",
+        "runs",
+        "Spark wall (s)",
+        "local wall (s)",
+        "Spark / local",
+        "Spark peak RSS (MiB)",
+        "Spark k / silhouette / ARI",
+        "local k / silhouette / ARI",
+        "Spark verdict",
+    ]
+    return "\n".join(
+        [
+            "## Spark engine (local mode) next to the local engine",
+            "",
+            _table(headers, rows),
+            "",
+            "`segmentation run --engine spark` with the default master `local[*]` on this "
+            "machine, the same inputs and the same warehouse steps; the local columns repeat "
+            "the tables above. Peak RSS is `ru_maxrss` as above: the largest single process "
+            "among the Python driver and the children it waited for, not the driver and the "
+            "JVM added together. Spark pays for a JVM and its task scheduling, which on one 2-core "
+            "machine costs more than it buys; the engine is for data that outgrows one "
+            "machine, on a cluster (`--spark-master`).",
         ]
     )
 

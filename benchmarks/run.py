@@ -4,6 +4,7 @@ Default: the pipeline at 200 (the real Mall file), 100k and 1M rows, three repea
 the Dagster floor; the notebook baseline at 200, 10k and 20k rows (and the pipeline at
 those sizes too, for the ratio). About ten minutes on a 2-core machine.
 `--quick` is one repeat at 200 and 100k rows; `--large` adds 10M rows (one repeat).
+`--spark-sizes 1m,10m` also runs the Spark engine (local mode) at those sizes.
 """
 
 from __future__ import annotations
@@ -61,6 +62,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(error))
     if args.large:
         sizes = sorted(set(sizes) | set(parse_sizes(LARGE_SIZES)))
+    try:
+        spark_sizes = parse_sizes(args.spark_sizes) if args.spark_sizes else []
+    except ValueError as error:
+        parser.error(str(error))
     repeats = 1 if args.quick and args.repeats is None else (args.repeats or 3)
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     load_before = machine.load_average()
@@ -71,7 +76,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     attempted = {n for n in notebook_sizes if n <= NOTEBOOK_MAX_ROWS}
     pipeline_sizes = sorted(set(sizes) | attempted)
     notebook_sizes = sorted(set(notebook_sizes) | {n for n in sizes if n > NOTEBOOK_MAX_ROWS})
-    inputs = {rows: bench_input(rows, args.mall) for rows in pipeline_sizes}
+    measured_sizes = sorted(set(pipeline_sizes) | set(spark_sizes))
+    inputs = {rows: bench_input(rows, args.mall) for rows in measured_sizes}
     for rows in notebook_sizes:
         inputs.setdefault(rows, bench_input(rows, args.mall, create=False))
     notes += sorted({i.note for i in inputs.values() if i.note})
@@ -91,6 +97,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 bench.pipeline_once(item, round_index)
                 if item.rows in attempted:
                     bench.notebook_once(item, round_index)
+        for item in (inputs[n] for n in spark_sizes):
+            for round_index in range(1 if item.rows >= SINGLE_REPEAT_ROWS else repeats):
+                bench.pipeline_once(item, round_index, engine="spark")
         bench.finish_quality()
     finally:
         bench.close()
@@ -107,11 +116,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         repeats=repeats,
         notes=notes,
     )
-    cases = [bench.pipeline_cases[rows] for rows in pipeline_sizes]
+    cases = [bench.pipeline_cases[("local", rows)] for rows in pipeline_sizes]
+    spark = [bench.pipeline_cases[("spark", rows)] for rows in spark_sizes]
     notebooks = [bench.notebooks[rows] for rows in notebook_sizes]
-    args.output.write_text(render(session, cases, bench.floor.case, notebooks))
+    args.output.write_text(render(session, cases, bench.floor.case, notebooks, spark))
     print(f"wrote {args.output}")
-    return 0 if all(case.ok_runs and not case.failed_runs for case in cases) else 1
+    return 0 if all(case.ok_runs and not case.failed_runs for case in cases + spark) else 1
 
 
 class _Bench:
@@ -120,12 +130,13 @@ class _Bench:
     def __init__(self, timeout_seconds: float) -> None:
         self.timeout_seconds = timeout_seconds
         self.floor = FloorBench()
-        self.pipelines: dict[int, PipelineBench] = {}
+        self.pipelines: dict[tuple[str, int], PipelineBench] = {}
         self.notebooks: dict[int, NotebookCase] = {}
 
     @property
-    def pipeline_cases(self) -> dict[int, PipelineCase]:
-        return {rows: bench.case for rows, bench in self.pipelines.items()}
+    def pipeline_cases(self) -> dict[tuple[str, int], PipelineCase]:
+        """Cases by (engine, rows)."""
+        return {key: bench.case for key, bench in self.pipelines.items()}
 
     def warm_up(self, item: BenchInput) -> None:
         """One untimed floor and pipeline run: the first process after a while pays for
@@ -141,12 +152,13 @@ class _Bench:
         result = self.floor.run_once(LOG_DIR / f"floor-{round_index}")
         _report(f"floor #{round_index + 1}", result)
 
-    def pipeline_once(self, item: BenchInput, round_index: int) -> None:
-        bench = self.pipelines.get(item.rows)
+    def pipeline_once(self, item: BenchInput, round_index: int, engine: str = "local") -> None:
+        key = (engine, item.rows)
+        bench = self.pipelines.get(key)
         if bench is None:
-            bench = self.pipelines[item.rows] = PipelineBench(item, self.timeout_seconds)
-        stem = LOG_DIR / f"pipeline-{size_label(item.rows)}-{round_index}"
-        _report(f"pipeline {item.label} #{round_index + 1}", bench.run_once(stem))
+            bench = self.pipelines[key] = PipelineBench(item, self.timeout_seconds, engine)
+        stem = LOG_DIR / f"pipeline-{engine}-{size_label(item.rows)}-{round_index}"
+        _report(f"pipeline ({engine}) {item.label} #{round_index + 1}", bench.run_once(stem))
 
     def notebook_once(self, item: BenchInput, round_index: int) -> None:
         case = self.notebook_case(item)
@@ -162,11 +174,16 @@ class _Bench:
             bench.measure_quality()
             quality = bench.case.quality
             if quality is None:
-                print(f"quality {bench.bench_input.label}: {bench.case.quality_error}", flush=True)
+                print(
+                    f"quality ({bench.engine}) {bench.bench_input.label}: "
+                    f"{bench.case.quality_error}",
+                    flush=True,
+                )
             elif quality.ari is not None:
                 verdict = "PASS" if quality.passed else "FAIL"
                 print(
-                    f"quality {bench.bench_input.label}: k={quality.k} (truth {quality.true_k}),"
+                    f"quality ({bench.engine}) {bench.bench_input.label}: k={quality.k} "
+                    f"(truth {quality.true_k}),"
                     f" ARI {quality.ari:.4f} -> {verdict}",
                     flush=True,
                 )
@@ -213,6 +230,10 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--large", action="store_true", help=f"also 10m (= --sizes {LARGE_SIZES})")
     parser.add_argument(
         "--quick", action="store_true", help=f"sizes {QUICK_SIZES}, one repeat, notebook at 200"
+    )
+    parser.add_argument(
+        "--spark-sizes",
+        help="also run the Spark engine (local mode) at these sizes, e.g. 1m,10m (default none)",
     )
     parser.add_argument("--repeats", type=int, help="repeats per size below 10M (default 3)")
     parser.add_argument(
