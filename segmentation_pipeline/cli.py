@@ -84,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _run(args: argparse.Namespace) -> int:
     from segmentation_pipeline.core.features import parse_features
-    from segmentation_pipeline.runner import run_segmentation_job
+    from segmentation_pipeline.runner import RunSetupError, run_segmentation_job
 
     if args.warehouse is not None:
         os.environ[locations.WAREHOUSE_ENV] = str(args.warehouse.expanduser().resolve())
@@ -104,7 +104,11 @@ def _run(args: argparse.Namespace) -> int:
     for name in ("k_min", "k_max", "seed", "history_runs_kept"):
         if getattr(args, name) is not None:
             settings[name] = getattr(args, name)
-    outcome = run_segmentation_job(settings)
+    try:
+        outcome = run_segmentation_job(settings)
+    except RunSetupError as error:
+        print(f"segmentation run: {error}", file=sys.stderr)
+        return EXIT_USAGE
     if not outcome.published:
         print(f"segmentation run failed (run {outcome.run_id}):", file=sys.stderr)
         for problem in outcome.problems:

@@ -18,6 +18,12 @@ from pathlib import Path
 from segmentation_pipeline.core import locations
 
 JOB_NAME = "segmentation_job"
+# Exceptions whose message is already written for the person running the pipeline.
+_USER_WORDED_ERRORS = frozenset({"InputError", "PublishError"})
+
+
+class RunSetupError(Exception):
+    """The run could not start (e.g. an unusable DAGSTER_HOME); nothing was run."""
 
 
 @dataclass
@@ -33,9 +39,15 @@ class RunOutcome:
 
 def run_segmentation_job(settings_config: dict[str, object] | None = None) -> RunOutcome:
     """Execute the job in this process on the persistent instance; never raises for a
-    failed run, so the caller decides how to report it."""
+    failed run, so the caller decides how to report it (RunSetupError: it could not start)."""
     home = locations.dagster_home()
-    home.mkdir(parents=True, exist_ok=True)
+    try:
+        home.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise RunSetupError(
+            f"cannot use {home} as {locations.DAGSTER_HOME_ENV}: {error.strerror} "
+            f"({error.filename})"
+        ) from None
     os.environ[locations.DAGSTER_HOME_ENV] = str(home)
 
     import dagster as dg
@@ -157,11 +169,25 @@ def _problems(result: object) -> list[str]:
                 problems.append(f"{event.step_key}: {data.user_failure_data.description}")
             elif data.error is not None:
                 error = data.error.cause or data.error  # the user code's exception, if wrapped
-                problems.append(f"{event.step_key}: {error.message.strip()}")
+                problems.append(f"{event.step_key}: {_error_text(error)}")
+        elif event.event_type_value == "RESOURCE_INIT_FAILURE":
+            error = event.event_specific_data.error
+            problems.append(f"setting up the run: {_error_text(error.cause or error)}")
     for evaluation in result.get_asset_check_evaluations():  # type: ignore[attr-defined]
         if not evaluation.passed:
             problems.append(f"check {evaluation.check_name} failed: {evaluation.description}")
     return problems or ["the run failed; see the run's logs in the Dagster UI"]
+
+
+def _error_text(error: object) -> str:
+    """An error's message for users: our own errors (worded for users) as they are, others
+    with their class name but not the module path."""
+    cls_name = error.cls_name  # type: ignore[attr-defined]
+    message = error.message.strip()  # type: ignore[attr-defined]
+    head, separator, rest = message.partition(": ")
+    if not separator or head.rsplit(".", 1)[-1] != cls_name:
+        return message
+    return rest if cls_name in _USER_WORDED_ERRORS else f"{cls_name}: {rest}"
 
 
 def published_summary(warehouse: Path, run_id: str) -> str:

@@ -96,6 +96,30 @@ def test_failed_run_explains_on_stderr_and_keeps_the_warehouse(published, tmp_pa
     assert file_sha256(published["warehouse"]) == before
 
 
+def test_unusable_warehouse_folder_is_named(published, tmp_path, mall_csv):
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file where the warehouse folder should be")
+    env = subprocess_env(DAGSTER_HOME=published["home"], SEGMENTATION_SOURCE_CSV=mall_csv)
+
+    done = segmentation("run", "--warehouse", blocker / "warehouse.duckdb", env=env)
+
+    assert done.returncode == 1
+    assert f"setting up the run: cannot use {blocker} as the warehouse folder" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_unusable_dagster_home_is_named(tmp_path, mall_csv):
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file where DAGSTER_HOME's parent should be")
+    env = subprocess_env(DAGSTER_HOME=blocker / "home", SEGMENTATION_SOURCE_CSV=mall_csv)
+
+    done = segmentation("run", "--warehouse", tmp_path / "wh" / "warehouse.duckdb", env=env)
+
+    assert done.returncode == 2
+    assert f"segmentation run: cannot use {blocker / 'home'} as DAGSTER_HOME" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
 def test_generate_writes_a_loadable_file(tmp_path):
     out = tmp_path / "gen.csv"
     done = segmentation(

@@ -66,7 +66,13 @@ class Warehouse:
 
         The lock is an OS file lock: it is released when the holder exits, even by SIGKILL.
         """
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise PublishError(
+                f"cannot use {self.path.parent} as the warehouse folder: {error.strerror}"
+                f" ({error.filename})"
+            ) from None
         lock = FileLock(self.lock_path, timeout=timeout_seconds)
         try:
             lock.acquire()
