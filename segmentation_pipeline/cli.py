@@ -61,6 +61,12 @@ def _parser() -> argparse.ArgumentParser:
         help="runs whose per-customer assignments stay in customer_segments_history (default 30)",
     )
     run.add_argument("--engine", choices=("local", "spark"), help="engine for the heavy steps")
+    run.add_argument(
+        "--spark-master",
+        metavar="URL",
+        help="Spark master for --engine spark: local[*] (default $SEGMENTATION_SPARK_MASTER, "
+        "else local[*]), spark://host:7077, yarn, k8s://..., or Spark Connect sc://host:15002",
+    )
     run.set_defaults(handler=_run)
 
     sql = commands.add_parser("sql", help="query the published warehouse (read-only)")
@@ -83,6 +89,7 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from segmentation_pipeline.core.engine import spark_master_from_env
     from segmentation_pipeline.core.features import parse_features
     from segmentation_pipeline.runner import RunSetupError, run_segmentation_job
 
@@ -95,6 +102,9 @@ def _run(args: argparse.Namespace) -> int:
         settings["max_reject_fraction"] = args.max_reject_fraction
     if args.engine is not None:
         settings["engine"] = args.engine
+    # The run config replaces the settings' defaults as a whole, so the environment's
+    # master is passed on explicitly.
+    settings["spark_master"] = args.spark_master or spark_master_from_env()
     if args.features is not None:
         try:
             settings["features"] = list(parse_features(args.features))

@@ -9,9 +9,12 @@ the run's work database, so assets, checks, tables and reports stay unchanged.
 
 from __future__ import annotations
 
+import importlib.util
+import os
+import shutil
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import duckdb
 import numpy as np
@@ -22,6 +25,8 @@ from segmentation_pipeline.core.ingest import IngestSummary
 from segmentation_pipeline.core.selection import ModelSelection
 
 ENGINE_NAMES = ("local", "spark")
+SPARK_MASTER_ENV = "SEGMENTATION_SPARK_MASTER"
+DEFAULT_SPARK_MASTER = "local[*]"
 
 
 class SegmentationEngine(Protocol):
@@ -99,10 +104,66 @@ class LocalEngine:
         return assignment.assign_customers(con, scaling, centroids, segment_ids, thresholds, run_id)
 
 
-def get_engine(name: str) -> SegmentationEngine:
-    """The engine called ``name``; a clear error for one that is not installed here."""
+def get_engine(
+    name: str, *, spark_master: str = DEFAULT_SPARK_MASTER, spark_session: Any = None
+) -> SegmentationEngine:
+    """The engine called ``name``; a clear error for one that cannot run here.
+
+    The Spark engine runs on ``spark_session`` when given (the Dagster wiring builds it with
+    dagster-pyspark), else on a session for ``spark_master`` built here.
+    """
     if name == "local":
         return LocalEngine()
     if name == "spark":
-        raise ValueError("engine 'spark' is not available in this release; use --engine local")
+        check_spark_available(spark_master)
+        from segmentation_pipeline.core import spark_engine
+
+        session = spark_session or spark_engine.build_session(spark_master)
+        return spark_engine.SparkEngine(session)
     raise ValueError(f"unknown engine {name!r}; choose one of {', '.join(ENGINE_NAMES)}")
+
+
+def check_spark_available(spark_master: str) -> None:
+    """Raise ValueError naming the fix when the Spark engine cannot start on this machine:
+    pyspark missing (an optional extra), or no Java for a Spark driver started here (a
+    Spark Connect client needs none)."""
+    if importlib.util.find_spec("pyspark") is None:
+        raise ValueError(
+            "engine 'spark' needs the optional `spark` extra (pyspark, dagster-pyspark), which "
+            "is not installed: run `uv sync --extra spark` (or `make install`), or use "
+            "--engine local"
+        )
+    if spark_master.startswith("sc://"):
+        _check_spark_connect_client(spark_master)
+    elif _java() is None:
+        raise ValueError(
+            "engine 'spark' needs Java 17 or newer to start Spark, and no `java` was found on "
+            "PATH or in $JAVA_HOME: install a JDK (e.g. `apt-get install "
+            "openjdk-17-jre-headless`), point $SEGMENTATION_SPARK_MASTER at a Spark Connect "
+            "server (sc://host:15002), or use --engine local"
+        )
+
+
+def _check_spark_connect_client(spark_master: str) -> None:
+    """The Connect client needs gRPC packages that plain pyspark does not install."""
+    try:
+        import pyspark.sql.connect  # noqa: F401 - its import checks the client's dependencies
+    except ImportError as error:
+        raise ValueError(
+            f"engine 'spark' with Spark Connect ({spark_master}) needs pyspark's Connect client "
+            f"({error}): install `pyspark[connect]` (e.g. `uv pip install 'pyspark[connect]'`), "
+            "or use a Spark master (local[*], spark://...)"
+        ) from None
+
+
+def spark_master_from_env() -> str:
+    """$SEGMENTATION_SPARK_MASTER, else local[*] (every core of this machine)."""
+    return os.environ.get(SPARK_MASTER_ENV, "").strip() or DEFAULT_SPARK_MASTER
+
+
+def _java() -> str | None:
+    """The java executable Spark's launcher would use ($JAVA_HOME first, then PATH)."""
+    home = os.environ.get("JAVA_HOME", "").strip()
+    if home and (Path(home) / "bin" / "java").is_file():
+        return str(Path(home) / "bin" / "java")
+    return shutil.which("java")

@@ -15,6 +15,13 @@ import duckdb
 from pydantic import Field, PrivateAttr
 
 from segmentation_pipeline.core import drift, locations
+from segmentation_pipeline.core.engine import (
+    DEFAULT_SPARK_MASTER,
+    SPARK_MASTER_ENV,
+    SegmentationEngine,
+    check_spark_available,
+    get_engine,
+)
 from segmentation_pipeline.core.schema import DEFAULT_FEATURES
 from segmentation_pipeline.core.selection import ALGORITHMS
 from segmentation_pipeline.core.warehouse import Warehouse
@@ -76,7 +83,16 @@ class SegmentationSettings(dg.ConfigurableResource):
         le=1.0,
         description="A run fails and publishes nothing when a larger share of rows is rejected.",
     )
-    engine: str = Field(default="local", description="Engine for the heavy steps: local.")
+    engine: str = Field(
+        default="local",
+        description="Engine for the heavy steps: local (DuckDB + scikit-learn) or spark "
+        "(Spark SQL + MLlib; needs the `spark` extra).",
+    )
+    spark_master: str = Field(
+        default=DEFAULT_SPARK_MASTER,
+        description="Spark master for engine spark: local[*], a cluster (spark://host:7077, "
+        "yarn, k8s://...) or Spark Connect (sc://host:15002).",
+    )
     features: list[str] = Field(
         default=list(DEFAULT_FEATURES),
         description="Clustering features: any of age, annual_income, spending_score, gender.",
@@ -84,7 +100,9 @@ class SegmentationSettings(dg.ConfigurableResource):
     k_min: int = Field(default=2, ge=2, description="Smallest number of segments tried.")
     k_max: int = Field(default=10, ge=2, description="Largest number of segments tried.")
     algorithms: list[str] = Field(
-        default=list(ALGORITHMS), description="Algorithms tried: kmeans, gmm, ward."
+        default=list(ALGORITHMS),
+        description="Algorithms tried: kmeans, gmm, ward (engine local); kmeans, "
+        "bisecting_kmeans (engine spark, where this default list means both).",
     )
     seed: int = Field(default=0, description="Seed for sampling and fitting (reproducible runs).")
     sample_size: int = Field(
@@ -141,7 +159,39 @@ class DriftThresholds(dg.ConfigurableResource):
     )
 
 
-def _from_env(name: str, default: Path) -> str | dg.EnvVar:
+def engine_for(settings: SegmentationSettings) -> SegmentationEngine:
+    """The engine a run's settings ask for.
+
+    The Spark engine gets its session from dagster-pyspark (imported only then, as pyspark
+    is an optional extra); the session is process-wide, so the steps of a run (executed in
+    one process) share it. An engine that cannot run here fails the step without retries,
+    with the fix in the message.
+    """
+    try:
+        if settings.engine != "spark":
+            return get_engine(settings.engine)
+        check_spark_available(settings.spark_master)
+        return get_engine("spark", spark_session=_spark_session(settings.spark_master))
+    except ValueError as error:
+        raise dg.Failure(description=str(error), allow_retries=False) from None
+
+
+def _spark_session(master: str):  # noqa: ANN202 - a pyspark SparkSession
+    from dagster_pyspark.resources import spark_session_from_config
+
+    from segmentation_pipeline.core.spark_engine import (
+        prepare_environment,
+        quiet_session,
+        session_config,
+    )
+
+    prepare_environment(master)
+    session = spark_session_from_config(session_config(master))
+    quiet_session(session, master)
+    return session
+
+
+def _from_env(name: str, default: Path | str) -> str | dg.EnvVar:
     """The environment variable when it is set (the UI then shows where the value comes
     from), else the project default, so that a bare `dg dev` works out of the box."""
     return dg.EnvVar(name) if os.environ.get(name, "").strip() else str(default)
@@ -155,7 +205,8 @@ def resources() -> dg.Definitions:
                 path=_from_env(locations.WAREHOUSE_ENV, locations.DEFAULT_WAREHOUSE)
             ),
             "settings": SegmentationSettings(
-                source_csv=_from_env(locations.SOURCE_ENV, locations.DEFAULT_SOURCE_CSV)
+                source_csv=_from_env(locations.SOURCE_ENV, locations.DEFAULT_SOURCE_CSV),
+                spark_master=_from_env(SPARK_MASTER_ENV, DEFAULT_SPARK_MASTER),
             ),
             "drift_thresholds": DriftThresholds(),
         }

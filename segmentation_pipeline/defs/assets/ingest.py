@@ -2,11 +2,14 @@
 
 import dagster as dg
 
-from segmentation_pipeline.core.engine import get_engine
 from segmentation_pipeline.core.errors import InputError
 from segmentation_pipeline.defs.assets.common import GROUP, TRANSIENT_RETRY
 from segmentation_pipeline.defs.metadata import column_schema, markdown_preview
-from segmentation_pipeline.defs.resources import SegmentationSettings, WarehouseResource
+from segmentation_pipeline.defs.resources import (
+    SegmentationSettings,
+    WarehouseResource,
+    engine_for,
+)
 
 
 @dg.asset(
@@ -27,7 +30,7 @@ def raw_customers(
     rows collapse; ids with conflicting rows are rejected. Nothing is published here: the
     blocking checks on this asset run first, and publishing is a later step.
     """
-    engine = get_engine(settings.engine)
+    engine = engine_for(settings)
     source = settings.source_path
     with warehouse.work_connection(context.run.run_id) as con:
         try:

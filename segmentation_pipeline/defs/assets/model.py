@@ -6,13 +6,16 @@ import pandas as pd
 
 from segmentation_pipeline.core import history
 from segmentation_pipeline.core.assignment import outlier_thresholds
-from segmentation_pipeline.core.engine import get_engine
 from segmentation_pipeline.core.features import FeatureScaling, parse_features, record_scaling
 from segmentation_pipeline.core.selection import candidates_frame
 from segmentation_pipeline.defs.assets.common import GROUP, TRANSIENT_RETRY
 from segmentation_pipeline.defs.assets.ingest import raw_customers
 from segmentation_pipeline.defs.metadata import markdown_preview
-from segmentation_pipeline.defs.resources import SegmentationSettings, WarehouseResource
+from segmentation_pipeline.defs.resources import (
+    SegmentationSettings,
+    WarehouseResource,
+    engine_for,
+)
 
 
 def _scaling_of_run(con, run_id: str) -> FeatureScaling:  # noqa: ANN001 - a DuckDB connection
@@ -60,7 +63,7 @@ def customer_features(
         names = parse_features(settings.features)
     except ValueError as error:
         raise dg.Failure(description=f"features: {error}", allow_retries=False) from None
-    engine = get_engine(settings.engine)
+    engine = engine_for(settings)
     with warehouse.work_connection(run_id) as con:
         try:
             scaling = engine.feature_scaling(con, names)
@@ -100,7 +103,7 @@ def segmentation_model(
     matching), so a segment that persists keeps its id.
     """
     run_id = context.run.run_id
-    engine = get_engine(settings.engine)
+    engine = engine_for(settings)
     with warehouse.work_connection(run_id) as con:
         scaling = _scaling_of_run(con, run_id)
         sample = engine.sample_features(con, scaling, settings.sample_size, settings.seed)
@@ -202,7 +205,7 @@ def customer_segments(
     previous run (adjusted Rand index) goes into `segmentation_runs`.
     """
     run_id = context.run.run_id
-    engine = get_engine(settings.engine)
+    engine = engine_for(settings)
     with warehouse.work_connection(run_id) as con:
         scaling = _scaling_of_run(con, run_id)
         model = con.execute(
