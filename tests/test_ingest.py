@@ -214,6 +214,13 @@ def test_semicolon_delimiter(con, write_csv):
         stage_customers(con, path, "run-1")
 
 
+def test_bare_carriage_return_line_endings_are_named(con, write_csv):
+    path = write_csv(KAGGLE_HEADER + "\r0001,Male,19,15,39\r0002,Female,21,15,81\r")
+    with pytest.raises(InputError, match="bare carriage return .* LF or CRLF") as error:
+        stage_customers(con, path, "run-1")
+    assert error.value.line == 1
+
+
 def test_latin1_bytes_in_a_data_row_name_the_line(con, write_csv):
     data = (KAGGLE_HEADER + "\n0001,Male,19,15,39\n0002,F\xe9minin,21,15,81\n").encode("latin-1")
     with pytest.raises(InputError, match="not UTF-8") as error:

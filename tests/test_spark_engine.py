@@ -21,12 +21,9 @@ from sklearn.metrics import adjusted_rand_score
 
 from segmentation_pipeline.core.engine import LocalEngine, check_spark_available, get_engine
 from segmentation_pipeline.core.errors import InputError
-from segmentation_pipeline.core.spark_engine import (
-    SparkEngine,
-    build_session,
-    session_config,
-    spark_algorithms,
-)
+from segmentation_pipeline.core.spark.engine import SparkEngine
+from segmentation_pipeline.core.spark.model import spark_algorithms
+from segmentation_pipeline.core.spark.session import build_session, session_config
 from tests.conftest import KAGGLE_HEADER, REPO_ROOT, subprocess_env
 from tests.test_model_pipeline import REFERENCE_CENTROIDS, TWO_FEATURES
 from tests.test_pipeline import FAILING_INPUTS, materialize
@@ -118,6 +115,7 @@ EXTRA_INPUTS: dict[str, str | bytes] = {
     "text after a closing quote": f'{KAGGLE_HEADER}\n0001,Male,19,15,39\n0002,"Fe"x,21,1,1\n',
     "Latin-1 header": "CustomerID,G\xe9nero,Age\n".encode("latin-1"),
     "header only": KAGGLE_HEADER + "\n",
+    "bare carriage returns": f"{KAGGLE_HEADER}\r0001,Male,19,15,39\r",
 }
 INPUTS = {**{case: content for case, (content, _) in FAILING_INPUTS.items()}, **EXTRA_INPUTS}
 

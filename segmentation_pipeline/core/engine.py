@@ -116,10 +116,10 @@ def get_engine(
         return LocalEngine()
     if name == "spark":
         check_spark_available(spark_master)
-        from segmentation_pipeline.core import spark_engine
+        from segmentation_pipeline.core.spark.engine import SparkEngine
+        from segmentation_pipeline.core.spark.session import build_session
 
-        session = spark_session or spark_engine.build_session(spark_master)
-        return spark_engine.SparkEngine(session)
+        return SparkEngine(spark_session or build_session(spark_master))
     raise ValueError(f"unknown engine {name!r}; choose one of {', '.join(ENGINE_NAMES)}")
 
 

@@ -92,7 +92,7 @@ def stage_customers(con: duckdb.DuckDBPyConnection, source: Path, run_id: str) -
         raise
     con.execute("BEGIN TRANSACTION")
     try:
-        _write_rejected_rows(con, source, run_id)
+        write_rejected_rows(con, source, run_id)
         n_customers = _scalar(con, "SELECT count(*) FROM customers")
         n_collapsed = _scalar(
             con, "SELECT sum(n_rows - 1) FROM _duplicate_ids WHERE NOT conflicting"
@@ -108,7 +108,7 @@ def stage_customers(con: duckdb.DuckDBPyConnection, source: Path, run_id: str) -
             columns={name: header.header_for(name) for name in header.positions},
             ignored_columns=header.ignored,
         )
-        _record_ingest_run(con, summary, run_id)
+        record_ingest_run(con, summary, run_id)
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
@@ -142,7 +142,7 @@ def _load_staging_table(con: duckdb.DuckDBPyConnection, source: Path, header: So
     )
     sql = f"""
         CREATE OR REPLACE TABLE _staged_rows AS
-        WITH raw AS (SELECT {raw} FROM read_csv($source, {_read_options(header)})),
+        WITH raw AS (SELECT {raw} FROM read_csv($source, {read_options(header)})),
              {_checked_ctes("raw")},
              flagged AS (SELECT *, ({rejected}) AS rejected FROM checked)
         SELECT {typed}, rejected, {raw_if_rejected} FROM flagged
@@ -150,7 +150,7 @@ def _load_staging_table(con: duckdb.DuckDBPyConnection, source: Path, header: So
     try:
         con.execute(sql, {"source": str(source)})
     except duckdb.Error as error:
-        raise _csv_error(source, error) from None
+        raise csv_error(source, error) from None
 
 
 def _checked_ctes(relation: str) -> str:
@@ -166,7 +166,7 @@ def _checked_ctes(relation: str) -> str:
     return f"{parsed}, checked AS (SELECT *, {problems} FROM parsed)"  # noqa: S608
 
 
-def _read_options(header: SourceHeader) -> str:
+def read_options(header: SourceHeader) -> str:
     """The pinned reader options with every column of the header read as text."""
     columns = ", ".join(f"'c{i}': 'VARCHAR'" for i in range(len(header.cells)))
     return f"{CSV_OPTIONS}, columns = {{{columns}}}"
@@ -298,7 +298,7 @@ def _locate_rejects(
     return _scalar(con, "SELECT count(*) FROM _rejects")
 
 
-def _write_rejected_rows(con: duckdb.DuckDBPyConnection, source: Path, run_id: str) -> None:
+def write_rejected_rows(con: duckdb.DuckDBPyConnection, source: Path, run_id: str) -> None:
     """Replace this run's quarantine rows; earlier runs' rows stay as history."""
     con.execute(
         """
@@ -362,7 +362,7 @@ def _shift_for_embedded_newlines(
     con.execute(
         f"""
         CREATE OR REPLACE TEMP TABLE _row_newlines AS
-        SELECT {newline_count} AS n FROM read_csv($source, {_read_options(header)})
+        SELECT {newline_count} AS n FROM read_csv($source, {read_options(header)})
         """,  # noqa: S608 - constants only
         {"source": str(source)},
     )
@@ -381,7 +381,7 @@ def _shift_for_embedded_newlines(
     con.execute("DROP TABLE _row_newlines")
 
 
-def _record_ingest_run(con: duckdb.DuckDBPyConnection, summary: IngestSummary, run_id: str) -> None:
+def record_ingest_run(con: duckdb.DuckDBPyConnection, summary: IngestSummary, run_id: str) -> None:
     con.execute(
         """
         CREATE TABLE IF NOT EXISTS ingest_runs (
@@ -407,7 +407,7 @@ def _record_ingest_run(con: duckdb.DuckDBPyConnection, summary: IngestSummary, r
     )
 
 
-def _csv_error(source: Path, error: duckdb.Error) -> InputError:
+def csv_error(source: Path, error: duckdb.Error) -> InputError:
     """Reword DuckDB's reader error as an InputError that names the line and the reason."""
     message = str(error)
     line_match = re.search(r"CSV Error on Line: (\d+)", message)

@@ -51,7 +51,7 @@ whatever the machine's core count.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -623,21 +623,28 @@ def _bootstrap_stability(
 
 
 def choose_candidate(
-    candidates: list[Candidate], stability_threshold: float, tie_tolerance: float
+    candidates: list[Candidate],
+    stability_threshold: float,
+    tie_tolerance: float,
+    simplicity: Mapping[str, int] = SIMPLICITY,
 ) -> tuple[Candidate, bool, str]:
-    """Apply the module's choice rule; return the winner, whether it is stable, and why."""
+    """Apply the module's choice rule; return the winner, whether it is stable, and why.
+
+    ``simplicity`` ranks the algorithms for the tie-break (lower is simpler); an engine with
+    other algorithms passes its own ranking.
+    """
     scored = [c for c in candidates if np.isfinite(c.silhouette)]
     if not scored:
         raise ValueError("no candidate produced a valid silhouette; the data cannot be segmented")
-    eligible = [c for c in scored if _is_eligible(c, stability_threshold)]
+    eligible = [c for c in scored if is_eligible(c, stability_threshold)]
     pool = eligible or scored
     best = max(c.silhouette for c in pool)
     ties = [c for c in pool if c.silhouette >= best - tie_tolerance]
-    chosen = min(ties, key=lambda c: (c.k, SIMPLICITY[c.algorithm]))
+    chosen = min(ties, key=lambda c: (c.k, simplicity[c.algorithm]))
     return chosen, bool(eligible), _explain(chosen, eligible, ties, best, stability_threshold)
 
 
-def _is_eligible(candidate: Candidate, stability_threshold: float) -> bool:
+def is_eligible(candidate: Candidate, stability_threshold: float) -> bool:
     """Stable enough, and every segment is used by nearest-centroid assignment."""
     return candidate.stability >= stability_threshold and candidate.smallest_share > 0.0
 

@@ -70,6 +70,13 @@ def read_header(source: Path) -> SourceHeader:
             line=1,
         ) from None
     text = text.rstrip("\r\n")
+    if "\r" in text:
+        raise InputError(
+            source,
+            "lines end with a bare carriage return (old Mac line endings); save the file "
+            "with LF or CRLF line endings",
+            line=1,
+        )
     if not text.strip():
         raise InputError(source, "the first line is empty; expected the header", line=1)
     cells = tuple(cell.strip() for cell in next(csv.reader([text])))

@@ -179,7 +179,7 @@ def engine_for(settings: SegmentationSettings) -> SegmentationEngine:
 def _spark_session(master: str):  # noqa: ANN202 - a pyspark SparkSession
     from dagster_pyspark.resources import spark_session_from_config
 
-    from segmentation_pipeline.core.spark_engine import (
+    from segmentation_pipeline.core.spark.session import (
         prepare_environment,
         quiet_session,
         session_config,

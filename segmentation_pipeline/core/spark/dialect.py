@@ -1,0 +1,51 @@
+"""DuckDB's CSV dialect as Java regular expressions, so Spark splits fields exactly as the
+local engine's reader does."""
+
+from __future__ import annotations
+
+from pyspark.sql import Column as SparkColumn
+from pyspark.sql import functions as F
+
+from segmentation_pipeline.core.schema import Column
+
+# --------------------------------------------------------------------------- CSV grammar
+# Java regular expressions for DuckDB's CSV dialect (possessive quantifiers: linear time).
+_QUOTED = r' ?"(?:[^"]++|"")*+" *+'
+_UNQUOTED = r'(?! ?")[^,\r]*+'
+_FIELD = f"(?:{_QUOTED}|{_UNQUOTED})"
+_OPEN_TAIL = r' ?"(?:[^"]++|"")*+\z'
+# A line that, started outside quotes, ends inside a quoted value (a record goes on).
+OPENS = rf"^(?:{_FIELD},)*+{_OPEN_TAIL}"
+# A line that, started inside a quoted value, ends inside one (the same or a new one).
+STAYS_OPEN = rf'^(?:[^"]++|"")*+(?:" *+,(?:{_FIELD},)*+{_OPEN_TAIL})?\z'
+_FIELD_TOKENS = rf"\G({_FIELD}),"
+_QUOTED_CONTENT = r'^ ?"((?:[^"]++|"")*+)" *+\z'
+# DuckDB's DOUBLE syntax after trim(): surrounding white space, '+-' allowed, no suffixes.
+_SPACE = r"[\t\n\x0B\f\r\p{Zs}]"
+_NUMBER = rf"^{_SPACE}*\+?(-?(?:[0-9]++\.?[0-9]*+|\.[0-9]++)(?:[eE][+-]?[0-9]++)?){_SPACE}*+\z"
+
+
+def is_plain(text: SparkColumn) -> SparkColumn:
+    """No quote and no carriage return: the record splits at every comma (the usual case,
+    kept off the regular expressions)."""
+    return ~text.contains('"') & ~text.contains("\r")
+
+
+def split_fields(text: SparkColumn, plain: SparkColumn) -> SparkColumn:
+    """The raw field tokens of a record: a plain split, or DuckDB's grammar when quoted."""
+    tokens = F.regexp_extract_all(F.concat(text, F.lit(",")), F.lit(_FIELD_TOKENS), 1)
+    return F.when(plain, F.split(text, ",", -1)).otherwise(tokens)
+
+
+def unquoted_value(token: SparkColumn, plain: SparkColumn) -> SparkColumn:
+    """A field's value as DuckDB reads it: quotes removed, '""' unescaped, empty is NULL."""
+    quoted = ~plain & token.rlike(r'^ ?"')
+    content = F.replace(F.regexp_extract(token, _QUOTED_CONTENT, 1), F.lit('""'), F.lit('"'))
+    value = F.when(quoted, content).otherwise(token)
+    return F.when(value != "", value)
+
+
+def duckdb_number(column: Column) -> SparkColumn:
+    """The value as a DOUBLE where DuckDB's TRY_CAST(trim(value) AS DOUBLE) gives one."""
+    core = F.regexp_extract(F.trim(F.col(f"raw_{column.name}")), _NUMBER, 1)
+    return F.when(core != "", core.try_cast("double"))
