@@ -539,11 +539,17 @@ def _final_centroids(
     """
     centroids = centroids_by_candidate[(chosen.algorithm, chosen.k)]
     if chosen.algorithm == "kmeans":
-        model = KMeans(n_clusters=chosen.k, init=centroids, n_init=1)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", ConvergenceWarning)
-            centroids = model.fit(full).cluster_centers_.astype(np.float64)
+        centroids = refine_kmeans_centres(centroids, full)
     return np.ascontiguousarray(centroids[canonical_order(centroids)])
+
+
+def refine_kmeans_centres(centres: np.ndarray, data: np.ndarray) -> np.ndarray:
+    """Lloyd iterations on ``data`` started from ``centres``: the evaluated k-means solution,
+    brought to every row of the sample (deterministic: no random restarts)."""
+    model = KMeans(n_clusters=len(centres), init=centres, n_init=1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        return model.fit(data).cluster_centers_.astype(np.float64)
 
 
 # --------------------------------------------------------------------------- evaluation
