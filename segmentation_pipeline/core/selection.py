@@ -218,8 +218,8 @@ def _select_model(
 ) -> ModelSelection:
     """Body of select_model, run single-threaded (see select_model)."""
     sizes = sizes or SampleSizes()
-    data = _validated_matrix(X)
-    canonical = _sorted_rows(data)
+    data = validated_matrix(X)
+    canonical = sorted_rows(data)
     n_distinct = _count_distinct_sorted(canonical)
     _validate_settings(algorithms, k_min, k_max, n_distinct, stability_threshold, sizes)
 
@@ -348,7 +348,7 @@ def silhouette_from_distances(distances: np.ndarray, labels: np.ndarray) -> floa
 # --------------------------------------------------------------------------- validation
 
 
-def _validated_matrix(X: np.ndarray) -> np.ndarray:
+def validated_matrix(X: np.ndarray) -> np.ndarray:
     """The sample as a finite 2-D float64 array (float64 so fits are order-deterministic)."""
     data = np.asarray(X)
     if data.ndim != 2:
@@ -377,6 +377,17 @@ def _validate_settings(
         raise ValueError(f"unknown algorithm(s) {unknown}; known: {list(ALGORITHMS)}")
     if len(set(algorithms)) != len(algorithms):
         raise ValueError(f"algorithms must not repeat, got {list(algorithms)}")
+    validate_k_range(k_min, k_max, n_distinct, stability_threshold)
+    if sizes.bootstrap_resamples < 1:
+        raise ValueError("sizes.bootstrap_resamples must be >= 1")
+    smallest = min(sizes.selection, sizes.gmm, sizes.ward, sizes.silhouette, sizes.stability)
+    if smallest <= k_max:
+        raise ValueError(f"every sample size in {sizes} must exceed k_max ({k_max})")
+
+
+def validate_k_range(k_min: int, k_max: int, n_distinct: int, stability_threshold: float) -> None:
+    """The k range and stability threshold every engine's selection needs, with clear
+    messages."""
     if k_min < 2:
         raise ValueError(f"k_min must be >= 2 (one segment is not a segmentation), got {k_min}")
     if k_max < k_min:
@@ -387,11 +398,6 @@ def _validate_settings(
         )
     if not 0.0 <= stability_threshold <= 1.0:
         raise ValueError(f"stability_threshold must be in [0, 1], got {stability_threshold}")
-    if sizes.bootstrap_resamples < 1:
-        raise ValueError("sizes.bootstrap_resamples must be >= 1")
-    smallest = min(sizes.selection, sizes.gmm, sizes.ward, sizes.silhouette, sizes.stability)
-    if smallest <= k_max:
-        raise ValueError(f"every sample size in {sizes} must exceed k_max ({k_max})")
 
 
 def _validate_assignment_shapes(data: np.ndarray, centres: np.ndarray) -> None:
@@ -407,7 +413,7 @@ def _validate_assignment_shapes(data: np.ndarray, centres: np.ndarray) -> None:
 # --------------------------------------------------------------------------- sampling
 
 
-def _sorted_rows(data: np.ndarray) -> np.ndarray:
+def sorted_rows(data: np.ndarray) -> np.ndarray:
     """Rows in lexicographic order: makes everything downstream independent of input order."""
     return data[np.lexsort(data.T[::-1])]
 

@@ -25,6 +25,9 @@ from segmentation_pipeline.core.selection import (
     choose_candidate,
     is_eligible,
     refine_kmeans_centres,
+    sorted_rows,
+    validate_k_range,
+    validated_matrix,
 )
 
 SPARK_ALGORITHMS: tuple[str, ...] = ("kmeans", "bisecting_kmeans")
@@ -107,9 +110,9 @@ class ModelSearch:
         self.seed = seed
         self.stability_threshold = stability_threshold
         self.tie_tolerance = tie_tolerance
-        self.data = _sorted_rows(_finite_matrix(sample))
+        self.data = sorted_rows(validated_matrix(sample))
         self.n_distinct = len(np.unique(self.data, axis=0))
-        _check_k_range(k_min, k_max, self.n_distinct, stability_threshold)
+        validate_k_range(k_min, k_max, self.n_distinct, stability_threshold)
         self.ks = list(range(k_min, k_max + 1))
         rng = np.random.default_rng(seed)
         shuffled = self.data[rng.permutation(len(self.data))]
@@ -314,33 +317,3 @@ def _vector_frame(
     frame = frame.select("*", *[(F.col(n) + _BISECTING_SHIFT).alias(f"s{n}") for n in names])
     frame = VectorAssembler(inputCols=names, outputCol="features").transform(frame)
     return VectorAssembler(inputCols=[f"s{n}" for n in names], outputCol="shifted").transform(frame)
-
-
-def _finite_matrix(sample: np.ndarray) -> np.ndarray:
-    """The sample as a finite 2-D float64 array, or a clear error."""
-    data = np.asarray(sample)
-    if data.ndim != 2 or data.shape[0] == 0 or data.shape[1] == 0:
-        raise ValueError(f"X must be a non-empty 2-D array (rows x features), got {data.shape}")
-    data = data.astype(np.float64)
-    if not np.isfinite(data).all():
-        raise ValueError("X contains NaN or infinite values; impute or drop them first")
-    return data
-
-
-def _sorted_rows(data: np.ndarray) -> np.ndarray:
-    """Rows in lexicographic order: fits then do not depend on the order of the sample."""
-    return data[np.lexsort(data.T[::-1])]
-
-
-def _check_k_range(k_min: int, k_max: int, n_distinct: int, stability_threshold: float) -> None:
-    """The local engine's checks of the k range, with its messages."""
-    if k_min < 2:
-        raise ValueError(f"k_min must be >= 2 (one segment is not a segmentation), got {k_min}")
-    if k_max < k_min:
-        raise ValueError(f"k_max ({k_max}) must be >= k_min ({k_min})")
-    if k_max >= n_distinct:
-        raise ValueError(
-            f"k_max ({k_max}) must be smaller than the number of distinct rows ({n_distinct})"
-        )
-    if not 0.0 <= stability_threshold <= 1.0:
-        raise ValueError(f"stability_threshold must be in [0, 1], got {stability_threshold}")
