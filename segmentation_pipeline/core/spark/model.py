@@ -126,7 +126,8 @@ class ModelSearch:
 
     def run(self) -> ModelSelection:
         pairs = [(a, k) for a in self.algorithms for k in self.ks]
-        with ThreadPoolExecutor(_FIT_THREADS) as pool:
+        with ThreadPoolExecutor(_FIT_THREADS) as threads:
+            pool = _Mapper(threads, self.session)
             frame = _vector_frame(self.session, self.selection).cache()
             try:
                 fits = list(pool.map(lambda pair: _fit_centres(frame, *pair, self.seed), pairs))
@@ -139,7 +140,7 @@ class ModelSearch:
 
     # ---------------------------------------------------------------- candidates
 
-    def _candidates(self, pool: ThreadPoolExecutor) -> list[Candidate]:
+    def _candidates(self, pool: _Mapper) -> list[Candidate]:
         """Every fit scored on its nearest-centroid labels of the selection subsample.
 
         The labels (numpy, as assign_nearest gives them) go to Spark as columns of one
@@ -191,7 +192,7 @@ class ModelSearch:
     # ---------------------------------------------------------------- stability
 
     def _settle_stability(
-        self, candidates: list[Candidate], pool: ThreadPoolExecutor
+        self, candidates: list[Candidate], pool: _Mapper
     ) -> tuple[list[Candidate], int]:
         """Measure stability in order of silhouette until no other measure could change
         the choice; return the candidates and how many were measured."""
@@ -216,7 +217,7 @@ class ModelSearch:
         ]
         return measured, len(stability)
 
-    def _stability(self, candidate: Candidate, pool: ThreadPoolExecutor) -> float:
+    def _stability(self, candidate: Candidate, pool: _Mapper) -> float:
         """Mean ARI between the candidate's labels and MLlib refits on bootstrap resamples."""
         centres = self.fitted[(candidate.algorithm, candidate.k)]
         own = assign_nearest(self.stability_rows, centres)[0]
@@ -273,6 +274,16 @@ class ModelSearch:
             stability_threshold=self.stability_threshold,
             tie_tolerance=self.tie_tolerance,
         )
+
+
+class _Mapper:
+    """Runs the fits concurrently on a classic session, in the calling thread on Spark
+    Connect: a Connect session is active in one thread only, and MLlib's model calls (e.g.
+    a training summary) made in another thread fail with no active session."""
+
+    def __init__(self, threads: ThreadPoolExecutor, session: SparkSession) -> None:
+        connect = type(session).__module__.startswith("pyspark.sql.connect")
+        self.map = map if connect else threads.map
 
 
 def _fit_centres(frame: DataFrame, algorithm: str, k: int, seed: int) -> np.ndarray:
