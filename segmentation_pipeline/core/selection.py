@@ -220,7 +220,7 @@ def _select_model(
     sizes = sizes or SampleSizes()
     data = validated_matrix(X)
     canonical = sorted_rows(data)
-    n_distinct = _count_distinct_sorted(canonical)
+    n_distinct = count_distinct_sorted(canonical)
     _validate_settings(algorithms, k_min, k_max, n_distinct, stability_threshold, sizes)
 
     rng = np.random.default_rng(seed)
@@ -418,7 +418,7 @@ def sorted_rows(data: np.ndarray) -> np.ndarray:
     return data[np.lexsort(data.T[::-1])]
 
 
-def _count_distinct_sorted(sorted_rows: np.ndarray) -> int:
+def count_distinct_sorted(sorted_rows: np.ndarray) -> int:
     """Number of distinct rows of a lexicographically sorted matrix."""
     if len(sorted_rows) == 0:
         return 0

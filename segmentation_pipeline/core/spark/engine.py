@@ -14,14 +14,8 @@ from pyspark.sql import functions as F
 from segmentation_pipeline.core.errors import InputError
 from segmentation_pipeline.core.features import FeatureScaling
 from segmentation_pipeline.core.ingest import IngestSummary
-from segmentation_pipeline.core.selection import (
-    ModelSelection,
-)
-from segmentation_pipeline.core.source_file import (
-    check_source_file,
-    read_header,
-    scan_source,
-)
+from segmentation_pipeline.core.selection import ModelSelection
+from segmentation_pipeline.core.source_file import check_source_file, read_header, scan_source
 from segmentation_pipeline.core.spark.assignment import FEATURES, pick, scaled_columns, with_nearest
 from segmentation_pipeline.core.spark.files import hadoop_uri, parquet_glob, spark_folder
 from segmentation_pipeline.core.spark.ingest import (

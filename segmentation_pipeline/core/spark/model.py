@@ -23,6 +23,7 @@ from segmentation_pipeline.core.selection import (
     assign_nearest,
     canonical_order,
     choose_candidate,
+    count_distinct_sorted,
     is_eligible,
     refine_kmeans_centres,
     sorted_rows,
@@ -111,7 +112,7 @@ class ModelSearch:
         self.stability_threshold = stability_threshold
         self.tie_tolerance = tie_tolerance
         self.data = sorted_rows(validated_matrix(sample))
-        self.n_distinct = len(np.unique(self.data, axis=0))
+        self.n_distinct = count_distinct_sorted(self.data)
         validate_k_range(k_min, k_max, self.n_distinct, stability_threshold)
         self.ks = list(range(k_min, k_max + 1))
         rng = np.random.default_rng(seed)
