@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,11 +14,12 @@ from sklearn.cluster import AgglomerativeClustering, KMeans
 from sklearn.datasets import make_blobs
 from sklearn.metrics import adjusted_rand_score, silhouette_score
 
+from segmentation_pipeline.core.forked import fork_available
+from segmentation_pipeline.core.model_search import _adjusted_rand, _cut_tree_labels
 from segmentation_pipeline.core.selection import (
     CANDIDATE_COLUMNS,
     Candidate,
     ModelSelection,
-    _cut_tree_labels,
     assign_nearest,
     candidates_frame,
     canonical_order,
@@ -106,6 +109,31 @@ def test_shuffled_rows_give_identical_centroids_and_assignment(
     original_labels = assign_nearest(mall_x, mall_selection.centroids)[0]
     shuffled_labels = assign_nearest(mall_x[order], shuffled.centroids)[0]
     np.testing.assert_array_equal(shuffled_labels, original_labels[order])
+
+
+def test_two_process_search_equals_one_algorithm_at_a_time(mall_x: np.ndarray) -> None:
+    # With several algorithms, one is evaluated in a forked worker (this machine has 2
+    # cores); a single algorithm is evaluated in-process. Every candidate must be the same.
+    assert fork_available()
+    together = select_model(mall_x)
+    alone = [
+        candidate
+        for algorithm in ("kmeans", "gmm", "ward")
+        for candidate in select_model(mall_x, algorithms=(algorithm,)).candidates
+    ]
+    unselected = [replace(c, selected=False) for c in together.candidates]
+    assert unselected == [replace(c, selected=False) for c in alone]
+
+
+def test_stability_ari_equals_sklearn() -> None:
+    rng = np.random.default_rng(3)
+    for k, other_k in [(2, 2), (5, 7), (9, 3)]:
+        labels = rng.integers(0, k, size=1_500)
+        other = rng.integers(0, other_k, size=1_500)
+        other[:1_000] = labels[:1_000] % other_k  # partly agreeing labelings
+        assert _adjusted_rand(labels, k, other, other_k) == adjusted_rand_score(labels, other)
+    same = rng.integers(0, 4, size=100)
+    assert _adjusted_rand(same, 4, same, 4) == 1.0
 
 
 def test_four_separated_blobs_give_k_four() -> None:

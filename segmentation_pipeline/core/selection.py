@@ -1,27 +1,14 @@
-"""Model selection: pick the clustering algorithm and k, and summarise the winner as centroids.
+"""Model selection: what a candidate model is, how the winner is chosen, and how customers
+are assigned to its centroids.
 
 The pipeline hands over a reservoir sample of STANDARDISED features (float32, up to a few
 hundred thousand rows) and later assigns every customer to the NEAREST CENTROID in that
 space, whatever algorithm won. So every candidate is summarised as centroids (k-means
-centres, Gaussian-mixture means, Ward cluster means), and every metric here is computed on
+centres, Gaussian-mixture means, Ward cluster means), and every metric is computed on
 nearest-centroid labels: the candidates are judged on the partition that will actually be
-deployed, not on the algorithm's own (e.g. posterior) labels.
-
-How a candidate is evaluated (all on fixed-seed subsamples, so that 3 algorithms x 9 values
-of k stay within a few seconds on 2 cores):
-
-* the input rows are sorted lexicographically first, so the result does not depend on the
-  order in which the caller drew the sample; one seeded permutation then yields the
-  selection sample (kmeans fit and, for every candidate, Davies-Bouldin, Calinski-Harabasz,
-  inertia), and its prefixes are the GMM fit sample, the Ward fit sample (Ward is O(n^2)),
-  the silhouette sample and the stability sample (sizes in ``SampleSizes``);
-* silhouette is computed on the silhouette sample from one shared distance matrix (the same
-  points for every candidate, exact silhouette of that sample);
-* stability is the mean adjusted Rand index, over a few bootstrap resamples of the stability
-  sample, between the candidate's own nearest-centroid labels and the nearest-centroid labels
-  of the same algorithm and k refitted on the resample. The resamples are small (1,500
-  rows), so this is a conservative estimate: it asks whether the segments are found again
-  from little data.
+deployed, not on the algorithm's own (e.g. posterior) labels. How the candidates are fitted
+and measured is in ``core/model_search.py``; it holds the scikit-learn and SciPy calls and
+is imported only when a selection runs (see ``select_model``).
 
 Choice rule:
 
@@ -40,30 +27,17 @@ Choice rule:
 4. If no candidate is eligible, the same rule runs over all candidates and the result says
    that the choice is not stable (``ModelSelection.stable`` is False, ``rule`` explains).
 
-Final model: for kmeans, Lloyd iterations on the whole provided sample started from the
-evaluated candidate's centres (best of several k-means++ restarts); for gmm the mixture means
-and for ward the cluster means, both as evaluated. Centroids are returned in a canonical
-order (lexicographic by rounded coordinates), so label switching between runs never changes
-the output. Everything is seeded and single-threaded: the same input gives the same output,
-whatever the machine's core count.
+Centroids are returned in a canonical order (lexicographic by rounded coordinates), so label
+switching between runs never changes the output.
 """
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import sklearn
-from scipy.cluster.hierarchy import linkage
-from scipy.spatial.distance import cdist
-from sklearn.cluster import KMeans
-from sklearn.exceptions import ConvergenceWarning
-from sklearn.metrics import adjusted_rand_score, calinski_harabasz_score, davies_bouldin_score
-from sklearn.mixture import GaussianMixture
-from threadpoolctl import threadpool_limits
 
 ALGORITHMS: tuple[str, ...] = ("kmeans", "gmm", "ward")
 # Lower is simpler; used to break silhouette ties.
@@ -84,9 +58,6 @@ CANDIDATE_COLUMNS: tuple[str, ...] = (
 _CANONICAL_DECIMALS = 6
 # Rows per block in assign_nearest: bounds the (rows x k) temporaries to a few MB.
 _ASSIGN_CHUNK_ROWS = 131_072
-# Added to GMM covariances: data are standardised (unit scale), so 1e-4 is negligible but
-# keeps covariances of duplicated or discrete points (bootstrap resamples) invertible.
-_GMM_REG_COVAR = 1e-4
 
 
 @dataclass(frozen=True)
@@ -158,18 +129,6 @@ class ModelSelection:
     tie_tolerance: float
 
 
-@dataclass(frozen=True)
-class _Samples:
-    """The nested subsamples drawn from the canonically ordered input."""
-
-    full: np.ndarray
-    selection: np.ndarray
-    gmm: np.ndarray
-    ward: np.ndarray
-    silhouette: np.ndarray
-    stability: np.ndarray
-
-
 # --------------------------------------------------------------------------- public API
 
 
@@ -186,83 +145,16 @@ def select_model(
     """Evaluate every (algorithm, k), choose one by the module's rule, return its centroids.
 
     ``X`` is the standardised sample (rows = customers, columns = features); its row order
-    does not matter. Raises ValueError on invalid input.
-
-    Runs single-threaded (BLAS and OpenMP limited to 1 thread): the fits are many and
-    small, so threads buy little, and on a 2-core machine shared with other work the
-    spinning OpenMP/BLAS threads made KMeans and GMM 10-40x slower (measured: 9 KMeans fits
-    on 20k rows took 16 s with 2 threads under load, 0.4 s with 1 thread).
-
-    scikit-learn's per-call argument validation is skipped (``skip_parameter_validation``):
-    the arguments are built here, not typed by users, and over hundreds of small fits and
-    scores the checks cost about 5% of the selection; the results are identical.
+    does not matter. Raises ValueError on invalid input. Seeded and single-threaded: the
+    same input gives the same output, whatever the machine's core count.
     """
-    with (
-        threadpool_limits(limits=1),
-        sklearn.config_context(skip_parameter_validation=True, assume_finite=True),
-    ):
-        return _select_model(
-            X, tuple(algorithms), k_min, k_max, seed, stability_threshold, tie_tolerance, sizes
-        )
+    # scikit-learn and SciPy take about 1.2 s to import. Importing them here, on first use,
+    # keeps them out of loading the definitions (the UI's code server, `dg check defs`, and
+    # the start of every run, of which only this step needs them).
+    from segmentation_pipeline.core.model_search import search_models
 
-
-def _select_model(
-    X: np.ndarray,
-    algorithms: tuple[str, ...],
-    k_min: int,
-    k_max: int,
-    seed: int,
-    stability_threshold: float,
-    tie_tolerance: float,
-    sizes: SampleSizes | None,
-) -> ModelSelection:
-    """Body of select_model, run single-threaded (see select_model)."""
-    sizes = sizes or SampleSizes()
-    data = validated_matrix(X)
-    canonical = sorted_rows(data)
-    n_distinct = count_distinct_sorted(canonical)
-    _validate_settings(algorithms, k_min, k_max, n_distinct, stability_threshold, sizes)
-
-    rng = np.random.default_rng(seed)
-    samples = _draw_samples(canonical, sizes, rng)
-    boot_indices = _bootstrap_indices(len(samples.stability), sizes.bootstrap_resamples, rng)
-    ks = list(range(k_min, k_max + 1))
-    silhouette_distances = _pairwise_distances_f32(samples.silhouette)
-
-    candidates: list[Candidate] = []
-    centroids_by_candidate: dict[tuple[str, int], np.ndarray] = {}
-    for algorithm in algorithms:
-        evaluated = _evaluate_algorithm(
-            algorithm, samples, boot_indices, ks, seed, sizes, silhouette_distances
-        )
-        for candidate, centroids in evaluated:
-            candidates.append(candidate)
-            centroids_by_candidate[(algorithm, candidate.k)] = centroids
-
-    chosen, stable, rule = choose_candidate(candidates, stability_threshold, tie_tolerance)
-    candidates = [replace(c, selected=c is chosen) for c in candidates]
-    chosen = next(c for c in candidates if c.selected)
-
-    centroids = _final_centroids(chosen, centroids_by_candidate, samples.full)
-    final_labels, _, _, _ = assign_nearest(samples.silhouette, centroids)
-    return ModelSelection(
-        candidates=tuple(candidates),
-        chosen=chosen,
-        rule=rule,
-        centroids=centroids,
-        stable=stable,
-        final_silhouette=silhouette_from_distances(silhouette_distances, final_labels),
-        n_rows=len(canonical),
-        n_distinct_rows=n_distinct,
-        n_selection=len(samples.selection),
-        n_gmm=len(samples.gmm),
-        n_ward=len(samples.ward),
-        n_silhouette=len(samples.silhouette),
-        n_stability=len(samples.stability),
-        bootstrap_resamples=sizes.bootstrap_resamples,
-        seed=seed,
-        stability_threshold=stability_threshold,
-        tie_tolerance=tie_tolerance,
+    return search_models(
+        X, tuple(algorithms), k_min, k_max, seed, stability_threshold, tie_tolerance, sizes
     )
 
 
@@ -361,30 +253,6 @@ def validated_matrix(X: np.ndarray) -> np.ndarray:
     return data
 
 
-def _validate_settings(
-    algorithms: tuple[str, ...],
-    k_min: int,
-    k_max: int,
-    n_distinct: int,
-    stability_threshold: float,
-    sizes: SampleSizes,
-) -> None:
-    """Reject settings that cannot produce a meaningful selection, with a clear message."""
-    if not algorithms:
-        raise ValueError(f"algorithms must name at least one of {ALGORITHMS}")
-    unknown = [a for a in algorithms if a not in SIMPLICITY]
-    if unknown:
-        raise ValueError(f"unknown algorithm(s) {unknown}; known: {list(ALGORITHMS)}")
-    if len(set(algorithms)) != len(algorithms):
-        raise ValueError(f"algorithms must not repeat, got {list(algorithms)}")
-    validate_k_range(k_min, k_max, n_distinct, stability_threshold)
-    if sizes.bootstrap_resamples < 1:
-        raise ValueError("sizes.bootstrap_resamples must be >= 1")
-    smallest = min(sizes.selection, sizes.gmm, sizes.ward, sizes.silhouette, sizes.stability)
-    if smallest <= k_max:
-        raise ValueError(f"every sample size in {sizes} must exceed k_max ({k_max})")
-
-
 def validate_k_range(k_min: int, k_max: int, n_distinct: int, stability_threshold: float) -> None:
     """The k range and stability threshold every engine's selection needs, with clear
     messages."""
@@ -424,211 +292,6 @@ def count_distinct_sorted(sorted_rows: np.ndarray) -> int:
         return 0
     changes = np.any(sorted_rows[1:] != sorted_rows[:-1], axis=1)
     return int(changes.sum()) + 1
-
-
-def _draw_samples(canonical: np.ndarray, sizes: SampleSizes, rng: np.random.Generator) -> _Samples:
-    """Nested random subsamples: each is a prefix of one seeded permutation of the rows."""
-    shuffled = canonical[rng.permutation(len(canonical))]
-    selection = shuffled[: sizes.selection]
-    return _Samples(
-        full=canonical,
-        selection=selection,
-        gmm=selection[: sizes.gmm],
-        ward=selection[: sizes.ward],
-        silhouette=selection[: sizes.silhouette],
-        stability=selection[: sizes.stability],
-    )
-
-
-def _bootstrap_indices(n: int, resamples: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """Resample indices (with replacement), shared by all algorithms for a fair comparison."""
-    return [rng.integers(0, n, size=n) for _ in range(resamples)]
-
-
-def _fit_sample(algorithm: str, samples: _Samples) -> np.ndarray:
-    """The sample an algorithm is fitted on for evaluation (smaller for the costly ones)."""
-    return {"ward": samples.ward, "gmm": samples.gmm}.get(algorithm, samples.selection)
-
-
-def _pairwise_distances_f32(points: np.ndarray, block_rows: int = 1_000) -> np.ndarray:
-    """Square Euclidean distance matrix in float32, built block-wise to halve peak memory."""
-    n = len(points)
-    distances = np.empty((n, n), dtype=np.float32)
-    for start in range(0, n, block_rows):
-        distances[start : start + block_rows] = cdist(points[start : start + block_rows], points)
-    return distances
-
-
-# --------------------------------------------------------------------------- fitting
-
-
-def _fit_centroids_all_k(
-    algorithm: str, data: np.ndarray, ks: list[int], seed: int, sizes: SampleSizes
-) -> dict[int, np.ndarray]:
-    """Centroids (k x d) of ``algorithm`` fitted on ``data`` for every k in ``ks``."""
-    with warnings.catch_warnings():
-        # Duplicated points (bootstrap, integer-valued features) make kmeans/gmm warn about
-        # fewer distinct clusters or slow convergence; the metrics judge the outcome anyway.
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        if algorithm == "ward":
-            return _ward_centroids(data, ks)
-        if algorithm == "gmm":
-            return {k: _gmm_means(data, k, seed) for k in ks}
-        return {k: _kmeans_centres(data, k, seed, sizes.kmeans_n_init) for k in ks}
-
-
-def _kmeans_centres(data: np.ndarray, k: int, seed: int, n_init: int) -> np.ndarray:
-    """k-means++ initialised KMeans centres, seeded."""
-    model = KMeans(n_clusters=k, init="k-means++", n_init=n_init, random_state=seed)
-    return model.fit(data).cluster_centers_.astype(np.float64)
-
-
-def _gmm_means(data: np.ndarray, k: int, seed: int) -> np.ndarray:
-    """Means of a full-covariance Gaussian mixture, seeded."""
-    model = GaussianMixture(
-        n_components=k, covariance_type="full", reg_covar=_GMM_REG_COVAR, random_state=seed
-    )
-    return model.fit(data).means_.astype(np.float64)
-
-
-def _ward_centroids(data: np.ndarray, ks: list[int]) -> dict[int, np.ndarray]:
-    """Ward cluster means for every k from ONE linkage tree.
-
-    Same partitions as AgglomerativeClustering(linkage="ward") (which also builds the scipy
-    Ward tree and undoes its last merges), but the O(n^2) tree is built once and cut at every
-    k.
-    """
-    tree = linkage(data, method="ward")
-    return {k: _cluster_means(data, _cut_tree_labels(tree, k), k) for k in ks}
-
-
-def _cut_tree_labels(tree: np.ndarray, k: int) -> np.ndarray:
-    """Labels 0..k-1 of the k clusters that exist after the first n-k merges of ``tree``.
-
-    Vectorised (pointer jumping to each leaf's root) because scipy's cut_tree walks the tree
-    in Python and was the slowest step of the whole selection.
-    """
-    n = tree.shape[0] + 1
-    merges = n - k
-    parent = np.arange(2 * n - 1)
-    children = tree[:merges, :2].astype(np.intp)
-    parent[children[:, 0]] = n + np.arange(merges)
-    parent[children[:, 1]] = n + np.arange(merges)
-    while True:
-        grandparent = parent[parent]
-        if np.array_equal(grandparent, parent):
-            break
-        parent = grandparent
-    return np.unique(parent[:n], return_inverse=True)[1]
-
-
-def _cluster_means(data: np.ndarray, labels: np.ndarray, k: int) -> np.ndarray:
-    """Mean of each cluster 0..k-1 (every cluster must be non-empty)."""
-    counts = np.bincount(labels, minlength=k).astype(np.float64)
-    sums = np.zeros((k, data.shape[1]), dtype=np.float64)
-    np.add.at(sums, labels, data)
-    return sums / counts[:, None]
-
-
-def _final_centroids(
-    chosen: Candidate,
-    centroids_by_candidate: dict[tuple[str, int], np.ndarray],
-    full: np.ndarray,
-) -> np.ndarray:
-    """Centroids to deploy, in canonical order.
-
-    kmeans: Lloyd iterations on the WHOLE sample, started from the evaluated candidate's
-    centres (already the best of ``kmeans_n_init`` k-means++ restarts on the selection
-    sample). This uses every row while staying the solution whose metrics were reported,
-    and costs ~0.1 s instead of ~1 s for fresh restarts on 200k rows. gmm and ward keep the
-    centroids that were evaluated (their fits do not scale to the whole sample).
-    """
-    centroids = centroids_by_candidate[(chosen.algorithm, chosen.k)]
-    if chosen.algorithm == "kmeans":
-        centroids = refine_kmeans_centres(centroids, full)
-    return np.ascontiguousarray(centroids[canonical_order(centroids)])
-
-
-def refine_kmeans_centres(centres: np.ndarray, data: np.ndarray) -> np.ndarray:
-    """Lloyd iterations on ``data`` started from ``centres``: the evaluated k-means solution,
-    brought to every row of the sample (deterministic: no random restarts)."""
-    model = KMeans(n_clusters=len(centres), init=centres, n_init=1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        return model.fit(data).cluster_centers_.astype(np.float64)
-
-
-# --------------------------------------------------------------------------- evaluation
-
-
-def _evaluate_algorithm(
-    algorithm: str,
-    samples: _Samples,
-    boot_indices: list[np.ndarray],
-    ks: list[int],
-    seed: int,
-    sizes: SampleSizes,
-    silhouette_distances: np.ndarray,
-) -> list[tuple[Candidate, np.ndarray]]:
-    """Fit one algorithm for every k (plus its bootstrap refits) and score each k.
-
-    All k are fitted together because Ward builds one tree per sample and cuts it at every k.
-    Returns (candidate, centroids) pairs in order of k.
-    """
-    fitted = _fit_centroids_all_k(algorithm, _fit_sample(algorithm, samples), ks, seed, sizes)
-    boot_fits = [
-        _fit_centroids_all_k(algorithm, samples.stability[idx], ks, seed + 1 + b, sizes)
-        for b, idx in enumerate(boot_indices)
-    ]
-    return [
-        (
-            _evaluate_candidate(
-                algorithm, fitted[k], [fit[k] for fit in boot_fits], samples, silhouette_distances
-            ),
-            fitted[k],
-        )
-        for k in ks
-    ]
-
-
-def _evaluate_candidate(
-    algorithm: str,
-    centroids: np.ndarray,
-    boot_centroids: list[np.ndarray],
-    samples: _Samples,
-    silhouette_distances: np.ndarray,
-) -> Candidate:
-    """Metrics of one candidate, all on nearest-centroid labels."""
-    k = len(centroids)
-    labels, distance, _, _ = assign_nearest(samples.selection, centroids)
-    sil_labels = labels[: len(samples.silhouette)]  # the silhouette sample is a prefix
-    smallest = float(np.bincount(labels, minlength=k).min()) / len(labels)
-    two_or_more = len(np.unique(labels)) >= 2
-    return Candidate(
-        algorithm=algorithm,
-        k=k,
-        silhouette=silhouette_from_distances(silhouette_distances, sil_labels),
-        davies_bouldin=(
-            float(davies_bouldin_score(samples.selection, labels)) if two_or_more else np.nan
-        ),
-        calinski_harabasz=(
-            float(calinski_harabasz_score(samples.selection, labels)) if two_or_more else np.nan
-        ),
-        inertia=float(np.sum(distance**2)) if algorithm == "kmeans" else None,
-        stability=_bootstrap_stability(centroids, boot_centroids, samples.stability),
-        smallest_share=smallest,
-    )
-
-
-def _bootstrap_stability(
-    centroids: np.ndarray, boot_centroids: list[np.ndarray], evaluation: np.ndarray
-) -> float:
-    """Mean ARI between the candidate's labels and those of refits on bootstrap resamples."""
-    own, _, _, _ = assign_nearest(evaluation, centroids)
-    scores = [
-        adjusted_rand_score(own, assign_nearest(evaluation, boot)[0]) for boot in boot_centroids
-    ]
-    return float(np.mean(scores))
 
 
 # --------------------------------------------------------------------------- choice

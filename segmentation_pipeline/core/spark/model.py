@@ -15,6 +15,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 from sklearn.metrics import adjusted_rand_score, calinski_harabasz_score, davies_bouldin_score
 
+from segmentation_pipeline.core.model_search import refine_kmeans_centres
 from segmentation_pipeline.core.selection import (
     ALGORITHMS,
     Candidate,
@@ -25,7 +26,6 @@ from segmentation_pipeline.core.selection import (
     choose_candidate,
     count_distinct_sorted,
     is_eligible,
-    refine_kmeans_centres,
     sorted_rows,
     validate_k_range,
     validated_matrix,
