@@ -21,14 +21,18 @@ from matplotlib.image import imread
 from sklearn.cluster import AgglomerativeClustering, KMeans
 from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silhouette_score
 
+from segmentation_pipeline.core.forked import fork_available
 from segmentation_pipeline.core.profiling import build_profiles
 from segmentation_pipeline.core.report import (
     SECTIONS,
     RenderedReport,
-    ReportInputs,
+    draw_plots,
+    planned_plots,
+    render_images,
     render_report,
     write_report,
 )
+from segmentation_pipeline.core.report_inputs import ReportInputs
 from tests.mall_stats import mall_customers, overall_stats, segment_stats
 
 FEATURES = ["annual_income", "spending_score"]
@@ -478,3 +482,11 @@ def test_report_screenshot_is_not_blank(chromium, written_report, tmp_path):
     keep = os.environ.get("REPORT_SCREENSHOT_DIR")
     if keep:  # handy for eyeballing: REPORT_SCREENSHOT_DIR=/tmp pytest -k screenshot
         shutil.copy(screenshot, Path(keep) / "report-screenshot.png")
+
+
+def test_plots_drawn_in_two_processes_equal_plots_drawn_in_one(mall_inputs: ReportInputs) -> None:
+    # This machine has 2 cores, so render_images draws every other plot in a forked worker;
+    # draw_plots draws them all here. Same names, same order, same bytes.
+    assert fork_available()
+    assert render_images(mall_inputs) == draw_plots(planned_plots(mall_inputs))
+    assert list(render_images(mall_inputs)) == [name for name, _ in planned_plots(mall_inputs)]

@@ -7,12 +7,27 @@ id), so the same run always renders the same report.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
 import duckdb
 import pandas as pd
 
-from segmentation_pipeline.core.report import ReportInputs
-
 REPORT_SAMPLE = 5_000
+
+
+@dataclass(frozen=True)
+class ReportInputs:
+    """Everything one run's report shows; frames as the pipeline computed them."""
+
+    run: Mapping[str, Any]
+    customers_sample: pd.DataFrame
+    candidates: pd.DataFrame
+    profiles: pd.DataFrame
+    centroids: pd.DataFrame
+    migrations: pd.DataFrame | None = None
+    drift: pd.DataFrame | None = None
 
 
 def load_report_inputs(

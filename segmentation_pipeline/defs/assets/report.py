@@ -5,7 +5,6 @@ from pathlib import Path
 
 import dagster as dg
 
-from segmentation_pipeline.core.report import render_report, write_report
 from segmentation_pipeline.core.report_inputs import load_report_inputs
 from segmentation_pipeline.defs.assets.common import GROUP, TRANSIENT_RETRY
 from segmentation_pipeline.defs.assets.publish import published_warehouse
@@ -33,6 +32,10 @@ def segment_report(
     `reports/<run_id>.html` and `.md` next to the warehouse, with stable `latest.html` and
     `latest.md`. Opens offline: every plot is embedded, nothing is loaded from the network.
     """
+    # matplotlib loads here, in the one step that draws, not when the definitions load
+    # (about 0.4 s for the UI's code server and every run).
+    from segmentation_pipeline.core.report import render_report, write_report
+
     run_id = context.run.run_id
     published = warehouse.warehouse
     con = published.connect_read_only(run_id)
