@@ -18,8 +18,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.optimize import linear_sum_assignment
-from scipy.spatial.distance import cdist
 
 
 def align_segment_ids(
@@ -118,7 +116,11 @@ def _matched_previous_ids(
     new: np.ndarray, previous: np.ndarray, previous_ids: list[int], max_distance: float
 ) -> list[int | None]:
     """For each new centroid, the previous id it inherits, or None when it needs a fresh one."""
-    distances = cdist(new, previous)
+    # SciPy's optimiser loads on first use, not with the definitions (about 0.3 s); in a
+    # run, model selection has usually loaded it already.
+    from scipy.optimize import linear_sum_assignment
+
+    distances = np.linalg.norm(new[:, None, :] - previous[None, :, :], axis=2)
     new_rows, previous_rows = linear_sum_assignment(distances)
     inherited: list[int | None] = [None] * len(new)
     for i, j in zip(new_rows, previous_rows, strict=True):
