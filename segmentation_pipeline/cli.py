@@ -9,6 +9,7 @@ refresh because refreshes replace the file instead of writing into it.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -30,6 +31,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; the published warehouse is unchanged", file=sys.stderr)
         return 130
+    finally:
+        # Everything still alive lives until the process exits. Without this, the garbage
+        # collector walks the ~370,000 objects of Dagster and the data libraries again while
+        # the interpreter shuts down: about 1 s of every `segmentation run` (measured), for
+        # memory the operating system reclaims anyway. Files and connections are closed by
+        # then; atexit handlers still run.
+        gc.freeze()
 
 
 def _parser() -> argparse.ArgumentParser:
