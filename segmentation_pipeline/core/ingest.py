@@ -129,23 +129,23 @@ def _load_staging_table(con: duckdb.DuckDBPyConnection, source: Path, header: So
 
     Every value is read as text and converted here, so no value is coerced silently. The
     staging table keeps one row per data row, in file order (its rowid is the row's
-    position, used for line numbers): typed values, why each column's value breaks its
-    rule is broken), a rejected flag, and the raw text only for rejected rows (their reasons
-    are worked out again from it, for those few rows only).
+    position, used for line numbers): the typed values, and ``rejected_raw``, the row's raw
+    text as a list for a row that breaks a rule, NULL otherwise (reasons are worked out again
+    from it, for those few rows only). One nullable column instead of a flag and a column
+    per raw value: at 10 million rows, writing the six mostly empty columns cost 2.7 s.
     """
     position = {c.name: f"c{header.positions[c.name]}" for c in CANONICAL_COLUMNS}
     raw = ", ".join(f"{position[c.name]} AS raw_{c.name}" for c in CANONICAL_COLUMNS)
     rejected = " OR ".join(f"problem_{c.name} IS NOT NULL" for c in CANONICAL_COLUMNS)
     typed = ", ".join(f"{_typed_sql(c)} AS {c.name}" for c in CANONICAL_COLUMNS)
-    raw_if_rejected = ", ".join(
-        f"CASE WHEN rejected THEN raw_{c.name} END AS raw_{c.name}" for c in CANONICAL_COLUMNS
-    )
+    raw_values = ", ".join(f"raw_{c.name}" for c in CANONICAL_COLUMNS)
     sql = f"""
         CREATE OR REPLACE TABLE _staged_rows AS
         WITH raw AS (SELECT {raw} FROM read_csv($source, {read_options(header)})),
              {_checked_ctes("raw")},
              flagged AS (SELECT *, ({rejected}) AS rejected FROM checked)
-        SELECT {typed}, rejected, {raw_if_rejected} FROM flagged
+        SELECT {typed}, CASE WHEN rejected THEN [{raw_values}] END AS rejected_raw
+        FROM flagged
     """  # noqa: S608 - identifiers are generated positions, the path is a bound parameter
     try:
         con.execute(sql, {"source": str(source)})
@@ -230,9 +230,9 @@ def _group_duplicate_ids(con: duckdb.DuckDBPyConnection) -> None:
         CREATE OR REPLACE TEMP TABLE _duplicate_ids AS
         SELECT customer_id, count(*) AS n_rows, {firsts}, ({differs}) AS conflicting
         FROM _staged_rows
-        WHERE NOT rejected AND hash(customer_id) IN (
+        WHERE rejected_raw IS NULL AND hash(customer_id) IN (
             SELECT key FROM (SELECT hash(customer_id) AS key FROM _staged_rows
-                             WHERE NOT rejected)
+                             WHERE rejected_raw IS NULL)
             GROUP BY key HAVING count(*) > 1)
         GROUP BY customer_id HAVING count(*) > 1
     """)  # noqa: S608 - generated from the fixed schema
@@ -241,8 +241,7 @@ def _group_duplicate_ids(con: duckdb.DuckDBPyConnection) -> None:
 def _promote_staging_to_customers(con: duckdb.DuckDBPyConnection) -> None:
     """A clean file (the usual case): the staging table becomes `customers` without a copy."""
     con.execute("DROP TABLE IF EXISTS customers")
-    for column in ["rejected", *(f"raw_{c.name}" for c in CANONICAL_COLUMNS)]:
-        con.execute(f"ALTER TABLE _staged_rows DROP COLUMN {column}")
+    con.execute("ALTER TABLE _staged_rows DROP COLUMN rejected_raw")
     con.execute("ALTER TABLE _staged_rows RENAME TO customers")
 
 
@@ -252,7 +251,7 @@ def _write_customers(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(f"""
         CREATE OR REPLACE TABLE customers AS
         SELECT {names} FROM _staged_rows s ANTI JOIN _duplicate_ids d USING (customer_id)
-        WHERE NOT s.rejected
+        WHERE s.rejected_raw IS NULL
         UNION ALL
         SELECT {names} FROM _duplicate_ids WHERE NOT conflicting
     """)  # noqa: S608 - generated from the fixed schema
@@ -277,10 +276,13 @@ def _locate_rejects(
     first_value = " ".join(
         f"WHEN problem_{c.name} IS NOT NULL THEN raw_{c.name}" for c in CANONICAL_COLUMNS
     )
-    raw = ", ".join(f"raw_{c.name}" for c in CANONICAL_COLUMNS)
+    raw = ", ".join(
+        f"rejected_raw[{i}] AS raw_{c.name}" for i, c in enumerate(CANONICAL_COLUMNS, start=1)
+    )
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE _rejects AS
-        WITH bad AS (SELECT rowid AS row_index, {raw} FROM _staged_rows WHERE rejected),
+        WITH bad AS (SELECT rowid AS row_index, {raw} FROM _staged_rows
+                     WHERE rejected_raw IS NOT NULL),
              {_checked_ctes("bad")}
         SELECT row_index, raw_customer_id AS customer_id,
                CASE {first_column} END AS column_name,
@@ -291,7 +293,7 @@ def _locate_rejects(
         UNION ALL
         SELECT rowid, customer_id, 'customer_id', customer_id, NULL, true
         FROM _staged_rows
-        WHERE NOT rejected AND customer_id IN
+        WHERE rejected_raw IS NULL AND customer_id IN
             (SELECT customer_id FROM _duplicate_ids WHERE conflicting)
     """)  # noqa: S608 - generated from the fixed schema
     _add_line_numbers(con, source, header, scan, n_rows)
