@@ -22,13 +22,12 @@ from sklearn.cluster import AgglomerativeClustering, KMeans
 from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silhouette_score
 
 from segmentation_pipeline.core.forked import fork_available
+from segmentation_pipeline.core.plots import draw_plots, planned_plots, render_images
 from segmentation_pipeline.core.profiling import build_profiles
 from segmentation_pipeline.core.report import (
+    PALETTE,
     SECTIONS,
     RenderedReport,
-    draw_plots,
-    planned_plots,
-    render_images,
     render_report,
     write_report,
 )
@@ -490,3 +489,10 @@ def test_plots_drawn_in_two_processes_equal_plots_drawn_in_one(mall_inputs: Repo
     assert fork_available()
     assert render_images(mall_inputs) == draw_plots(planned_plots(mall_inputs))
     assert list(render_images(mall_inputs)) == [name for name, _ in planned_plots(mall_inputs)]
+
+
+def test_palette_is_matplotlibs_tab10_then_light_tab20() -> None:
+    from matplotlib import colormaps
+
+    tab20 = colormaps["tab20"].colors
+    assert PALETTE == tuple(tab20[0::2]) + tuple(tab20[1::2])
