@@ -97,6 +97,11 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from segmentation_pipeline.core import workers
+
+    # First, before Dagster is imported: the worker server imports scikit-learn and
+    # matplotlib on the other core while this process starts the run (core/workers.py).
+    workers.start_server()
     from segmentation_pipeline.core.engine import spark_master_from_env
     from segmentation_pipeline.core.features import parse_features
     from segmentation_pipeline.runner import RunSetupError, run_segmentation_job

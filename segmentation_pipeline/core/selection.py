@@ -39,6 +39,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from segmentation_pipeline.core import workers
+
 ALGORITHMS: tuple[str, ...] = ("kmeans", "gmm", "ward")
 # Lower is simpler; used to break silhouette ties.
 SIMPLICITY: dict[str, int] = {name: rank for rank, name in enumerate(ALGORITHMS)}
@@ -148,14 +150,30 @@ def select_model(
     does not matter. Raises ValueError on invalid input. Seeded and single-threaded: the
     same input gives the same output, whatever the machine's core count.
     """
-    # scikit-learn and SciPy take about 1.2 s to import. Importing them here, on first use,
-    # keeps them out of loading the definitions (the UI's code server, `dg check defs`, and
-    # the start of every run, of which only this step needs them).
+    return workers.call(
+        _search_models,
+        X,
+        tuple(algorithms),
+        k_min,
+        k_max,
+        seed,
+        stability_threshold,
+        tie_tolerance,
+        sizes,
+    )
+
+
+def _search_models(*arguments: object) -> ModelSelection:
+    """``model_search.search_models``, imported on first use.
+
+    scikit-learn and SciPy take about 1 s to import; importing them here keeps them out of
+    loading the definitions (the UI's code server, `dg check defs`, every run's start-up).
+    Under `segmentation run` this runs in the pre-started worker (core/workers.py), which
+    has imported them already, while the run was starting.
+    """
     from segmentation_pipeline.core.model_search import search_models
 
-    return search_models(
-        X, tuple(algorithms), k_min, k_max, seed, stability_threshold, tie_tolerance, sizes
-    )
+    return search_models(*arguments)  # type: ignore[arg-type]
 
 
 def assign_nearest(

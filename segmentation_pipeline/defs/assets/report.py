@@ -5,6 +5,8 @@ from pathlib import Path
 
 import dagster as dg
 
+from segmentation_pipeline.core import workers
+from segmentation_pipeline.core.report import render_report, write_report
 from segmentation_pipeline.core.report_inputs import load_report_inputs
 from segmentation_pipeline.defs.assets.common import GROUP, TRANSIENT_RETRY
 from segmentation_pipeline.defs.assets.publish import published_warehouse
@@ -32,10 +34,6 @@ def segment_report(
     `reports/<run_id>.html` and `.md` next to the warehouse, with stable `latest.html` and
     `latest.md`. Opens offline: every plot is embedded, nothing is loaded from the network.
     """
-    # matplotlib loads here, in the one step that draws, not when the definitions load
-    # (about 0.4 s for the UI's code server and every run).
-    from segmentation_pipeline.core.report import render_report, write_report
-
     run_id = context.run.run_id
     published = warehouse.warehouse
     con = published.connect_read_only(run_id)
@@ -43,7 +41,8 @@ def segment_report(
         inputs = load_report_inputs(con, run_id)
     finally:
         con.close()
-    rendered = render_report(inputs)
+    # Drawn in the pre-started worker under `segmentation run` (matplotlib already loaded).
+    rendered = workers.call(render_report, inputs)
     paths = write_report(rendered, reports_dir(published.path), run_id)
     context.log.info(f"Report written to {paths['html']}")
     scatter = base64.b64encode(rendered.images["segments"]).decode("ascii")

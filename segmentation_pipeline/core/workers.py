@@ -1,0 +1,72 @@
+"""A worker server, started early, for the steps that need scikit-learn or matplotlib.
+
+Importing scikit-learn and SciPy takes about 1 s and matplotlib about 0.5 s, and a run
+pays it in the model and report steps. `segmentation run` starts this server (Python's
+multiprocessing forkserver) before it imports Dagster: the server imports those modules
+on the machine's other core while this process starts Dagster and ingests, and the model
+search and the report are then computed in processes forked from it, already loaded.
+This process never imports them.
+
+Runs launched elsewhere (the UI, the daemon, tests that materialize in-process) do not
+start the server, and ``call`` then computes in-process, as before. Functions given to
+``call`` must be importable without the heavy modules (they are pickled by reference) and
+import them inside; their arguments and results are pickled across the process boundary.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.forkserver
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, TypeVar
+
+from segmentation_pipeline.core.forked import fork_available
+
+PRELOADED_MODULES = (
+    "segmentation_pipeline.core.model_search",
+    "segmentation_pipeline.core.plots",
+)
+
+_Result = TypeVar("_Result")
+_server_started = False
+
+
+def start_server() -> bool:
+    """Start the worker server with the heavy modules preloaded; returns whether it runs.
+
+    Needs fork (POSIX) and a second core, like the forked model search; otherwise nothing
+    is started and ``call`` computes in-process. Returns at once: the server imports in
+    the background, and the first ``call`` waits for it.
+    """
+    global _server_started
+    if not fork_available():
+        return False
+    multiprocessing.get_context("forkserver").set_forkserver_preload(list(PRELOADED_MODULES))
+    multiprocessing.forkserver.ensure_running()
+    _server_started = True
+    return True
+
+
+def server_running() -> bool:
+    """Whether ``start_server`` has started the server in this process."""
+    return _server_started
+
+
+def call(function: Callable[..., _Result], *args: Any) -> _Result:
+    """``function(*args)`` in a worker forked from the server when it runs, else here.
+
+    Exceptions raised by ``function`` are raised here as they are; a worker that dies
+    (killed, out of memory) raises RuntimeError.
+    """
+    if not _server_started:
+        return function(*args)
+    context = multiprocessing.get_context("forkserver")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        try:
+            return pool.submit(function, *args).result()
+        except BrokenProcessPool as error:
+            raise RuntimeError(
+                f"the worker process computing {function.__qualname__} died: {error}"
+            ) from None
