@@ -34,7 +34,7 @@ class ProcessResult:
     started_at: float  # Unix time at launch, comparable with Dagster event timestamps
     wall_seconds: float
     cpu_seconds: float  # user + system, the process and its waited-for children
-    peak_rss_bytes: int
+    peak_rss_bytes: int  # the largest single process of the run, descendants included
     stdout: str
     stderr: str
 
@@ -89,7 +89,12 @@ def run_measured(
         started_at=float(usage.get("started_at", started_at)),
         wall_seconds=float(usage.get("wall_seconds", wall)),
         cpu_seconds=float(usage.get("cpu_seconds", 0.0)),
-        peak_rss_bytes=int(usage.get("peak_rss_kib", 0)) * _KIB,  # Linux reports KiB
+        # Linux reports KiB; the largest of the command (with its waited-for children) and
+        # every other process descended from it, e.g. the worker server and its workers.
+        peak_rss_bytes=max(
+            int(usage.get("peak_rss_kib", 0)), int(usage.get("descendant_peak_rss_kib", 0))
+        )
+        * _KIB,
         stdout=stdout_path.read_text(errors="replace"),
         stderr=stderr_path.read_text(errors="replace"),
     )

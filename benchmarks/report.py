@@ -82,10 +82,15 @@ def _header(session: Session) -> str:
         "process, a first run into an empty warehouse each time, on a persistent Dagster "
         "instance in a scratch DAGSTER_HOME (created before timing). Wall time includes "
         "interpreter start-up and imports.",
-        "- **Peak RSS**: `ru_maxrss` from `wait4()` of the measured process, taken by a "
-        "stdlib-only launcher (`benchmarks/launcher.py`, ~10 MiB, the floor of this column) "
-        "so the harness's own memory is not folded in; it is the largest resident set of "
-        "the process and its waited-for children (the job runs in one process).",
+        "- **Peak RSS**: the largest resident set of any single process of the run: "
+        "`ru_maxrss` from `wait4()` of the measured process (with the children it waited "
+        "for), and the peak (VmHWM) of every other process descended from it, sampled from "
+        "/proc every 50 ms (`segmentation run`'s worker server and the workers forked from "
+        "it). Taken by a stdlib-only launcher (`benchmarks/launcher.py`, ~10 MiB, the floor "
+        "of this column) so the harness's own memory is not folded in.",
+        "- **CPU**: user + system seconds of the measured process and the children it "
+        "waited for; the worker server's imports and the model search and report computed "
+        "in its workers are not included.",
         "- **Steps**: STEP_START to STEP_SUCCESS event timestamps of the run, read back from "
         "the instance. Start-up is process launch to the run's first event; the rest of the "
         "run's time is Dagster's bookkeeping between steps.",
@@ -411,9 +416,9 @@ def _spark(spark: Sequence[PipelineCase], local: Sequence[PipelineCase]) -> str:
             "",
             "`segmentation run --engine spark` with the default master `local[*]` on this "
             "machine, the same inputs and the same warehouse steps; the local columns repeat "
-            "the tables above. Peak RSS is `ru_maxrss` as above: the largest single process "
-            "among the Python driver and the children it waited for, not the driver and the "
-            "JVM added together. Spark pays for a JVM and its task scheduling, which on one 2-core "
+            "the tables above. Peak RSS is measured as above: the largest single process among "
+            "the Python driver, the Spark JVM and the worker server, not added together. "
+            "Spark pays for a JVM and its task scheduling, which on one 2-core "
             "machine costs more than it buys; the engine is for data that outgrows one "
             "machine, on a cluster (`--spark-master`).",
         ]
