@@ -101,7 +101,14 @@ def _run(args: argparse.Namespace) -> int:
 
     # First, before Dagster is imported: the worker server imports scikit-learn and
     # matplotlib on the other core while this process starts the run (core/workers.py).
-    workers.start_server()
+    try:
+        workers.start_server()
+    except OSError as error:  # e.g. no usable temporary folder for its socket
+        print(
+            f"segmentation run: no worker server ({error}); the model and the report are "
+            "computed in this process",
+            file=sys.stderr,
+        )
     from segmentation_pipeline.core.engine import spark_master_from_env
     from segmentation_pipeline.core.features import parse_features
     from segmentation_pipeline.runner import RunSetupError, run_segmentation_job
