@@ -23,7 +23,9 @@ of k stay within a few seconds on 2 cores):
 
 Final model: for kmeans, Lloyd iterations on the whole provided sample started from the
 evaluated candidate's centres (best of several k-means++ restarts); for gmm the mixture means
-and for ward the cluster means, both as evaluated. Everything is seeded and single-threaded.
+and for ward the cluster means, both as evaluated. Everything is seeded and every fit is
+single-threaded; with a second core, one algorithm is evaluated in a forked worker process
+while this one evaluates the others (``_evaluate_algorithms``), with the same result.
 """
 
 from __future__ import annotations
@@ -92,7 +94,7 @@ def search_models(
     tie_tolerance: float,
     sizes: SampleSizes | None,
 ) -> ModelSelection:
-    """``selection.select_model``'s work (see there for the arguments), single-threaded.
+    """``selection.select_model``'s work (see there for the arguments), each fit on one thread.
 
     BLAS and OpenMP are limited to 1 thread: the fits are many and small, so threads buy
     little, and on a 2-core machine shared with other work the spinning OpenMP/BLAS threads

@@ -147,8 +147,8 @@ def select_model(
     """Evaluate every (algorithm, k), choose one by the module's rule, return its centroids.
 
     ``X`` is the standardised sample (rows = customers, columns = features); its row order
-    does not matter. Raises ValueError on invalid input. Seeded and single-threaded: the
-    same input gives the same output, whatever the machine's core count.
+    does not matter. Raises ValueError on invalid input. Seeded, every fit on one thread:
+    the same input gives the same output, whatever the machine's core count.
     """
     return workers.call(
         _search_models,
