@@ -163,6 +163,17 @@ def test_line_numbers_count_blank_lines_and_newlines_inside_quotes(con, write_cs
     assert [(r[0], r[1]) for r in rejected(con)] == [(5, "age"), (8, "spending_score")]
 
 
+def test_a_blank_line_inside_a_quoted_value_is_not_counted_twice(con, write_csv):
+    text = (
+        "CustomerID,Gender,Age,Annual Income (k$),Spending Score (1-100),note\n"
+        '0001,Male,19,15,39,"a\n\nc"\n'  # lines 2-4; line 3 is blank inside the quotes
+        "\n"  # line 5, skipped by the reader
+        "0002,Female,abc,15,81,x\n"  # line 6
+    )
+    stage_customers(con, write_csv(text), "run-1")
+    assert [(r[0], r[1]) for r in rejected(con)] == [(6, "age")]
+
+
 def test_rejects_of_earlier_runs_are_kept_as_history(con, write_csv):
     path = write_csv(f"{KAGGLE_HEADER}\n{GOOD_ROWS}0009,Male,abc,40,50\n")
     stage_customers(con, path, "run-1")
@@ -242,6 +253,25 @@ def test_row_with_too_few_columns_names_the_line(con, write_csv, blank_lines):
         stage_customers(con, path, "run-1")
     assert error.value.line == 3 + len(blank_lines)
     assert error.value.value == "0002,Female,21"
+
+
+@pytest.mark.parametrize(
+    ("before", "newline", "line"),
+    [
+        ('0001,Male,19,15,39,"a\nb\nc"\n', "\n", 5),  # a record over lines 2-4
+        ('\n0001,Male,19,15,39,"a\n\nc"\n\n', "\n", 7),  # blank lines, one inside quotes
+        ('0001,Male,19,15,39,"a\r\nb"\r\n', "\r\n", 4),  # a CRLF file
+    ],
+)
+def test_a_broken_row_after_a_multi_line_value_names_its_physical_line(
+    con, write_csv, before, newline, line
+):
+    header = "CustomerID,Gender,Age,Annual Income (k$),Spending Score (1-100),note" + newline
+    path = write_csv(header + before + "0002,Male,1,2" + newline)
+    with pytest.raises(InputError, match="Expected Number of Columns: 6 Found: 4") as error:
+        stage_customers(con, path, "run-1")
+    assert error.value.line == line
+    assert error.value.value == "0002,Male,1,2"
 
 
 def test_a_failed_load_leaves_no_new_customers_table(con, write_csv, mall_csv):

@@ -172,18 +172,19 @@ def test_line_numbers_hold_when_spark_reads_the_file_in_many_blocks(spark, mall_
     assert [row[0] for row in local[1]] == [101, 203]
 
 
-def test_spark_reports_physical_lines_after_multi_line_records(spark, write_csv, tmp_path):
-    """Where the local engine is off: DuckDB counts a file-level error's line in records, so
-    after a quoted line break it names an earlier line; Spark names the physical one."""
-    path = write_csv(
-        "CustomerID,Gender,Age,Annual Income (k$),Spending Score (1-100),note\n"
-        '0001,Male,19,15,39,"a\nb\nc"\n0002,Male,1,2\n'
-    )
-    local = staged(LocalEngine(), path, tmp_path / "local.duckdb")
-    distributed = staged(SparkEngine(spark), path, tmp_path / "spark.duckdb")
+def test_both_engines_report_physical_lines_after_multi_line_records(spark, write_csv, tmp_path):
+    """DuckDB counts a file-level error's line in records; both engines name the physical
+    line after a quoted line break, and a blank line inside quotes is not counted twice."""
+    header = "CustomerID,Gender,Age,Annual Income (k$),Spending Score (1-100),note\n"
+    broken = write_csv(header + '0001,Male,19,15,39,"a\nb\nc"\n0002,Male,1,2\n', "broken.csv")
+    local = staged(LocalEngine(), broken, tmp_path / "local.duckdb")
+    assert local[2] == 5
+    assert staged(SparkEngine(spark), broken, tmp_path / "spark.duckdb") == local
 
-    assert local[2] == 3
-    assert distributed == (local[0], local[1].replace("line 3", "line 5"), 5, *local[3:])
+    blank = write_csv(header + '0001,Male,19,15,39,"a\n\nc"\n\n0002,Male,abc,15,81,x\n', "b.csv")
+    local = staged(LocalEngine(), blank, tmp_path / "local2.duckdb")
+    assert [row[0] for row in local[1]] == [6]
+    assert staged(SparkEngine(spark), blank, tmp_path / "spark2.duckdb") == local
 
 
 # --- the model, through Dagster, on the Mall file -----------------------------------------------

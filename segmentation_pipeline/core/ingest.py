@@ -26,7 +26,9 @@ from segmentation_pipeline.core.schema import (
 from segmentation_pipeline.core.source_file import (
     SourceHeader,
     SourceScan,
+    blank_lines_outside_quotes,
     check_source_file,
+    physical_line,
     read_header,
     scan_source,
 )
@@ -150,7 +152,12 @@ def _load_staging_table(con: duckdb.DuckDBPyConnection, source: Path, header: So
     try:
         con.execute(sql, {"source": str(source)})
     except duckdb.Error as error:
-        raise csv_error(source, error) from None
+        worded = csv_error(source, error)
+        if worded.line is not None:  # DuckDB counts a multi-line record as one line
+            worded = InputError(
+                source, worded.reason, line=physical_line(source, worded.line), value=worded.value
+            )
+        raise worded from None
 
 
 def _checked_ctes(relation: str) -> str:
@@ -343,12 +350,16 @@ def _add_line_numbers(
     """
     con.execute("ALTER TABLE _rejects ADD COLUMN line_number BIGINT")
     con.execute("UPDATE _rejects SET line_number = row_index + 2")
+    blank_lines = scan.blank_lines
     if scan.newline_count > n_rows + 1 + len(scan.blank_lines):
         _shift_for_embedded_newlines(con, source, header)
-    if scan.blank_lines:
+        # The scan also took blank lines inside quoted values for skipped ones; those are
+        # counted by the shift already.
+        blank_lines = blank_lines_outside_quotes(source)
+    if blank_lines:
         # The j-th blank line (1-based) at line b displaces every row whose unshifted line
         # number is at least b - j + 1.
-        thresholds = [b - j for j, b in enumerate(scan.blank_lines)]
+        thresholds = [b - j for j, b in enumerate(blank_lines)]
         con.execute(
             "UPDATE _rejects SET line_number = line_number + "
             "len(list_filter($thresholds, lambda t: t <= line_number))",

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import csv
 import hashlib
+from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 
 from segmentation_pipeline.core.errors import InputError
@@ -123,8 +125,8 @@ def scan_source(source: Path, chunk_bytes: int = _CHUNK_BYTES) -> SourceScan:
     """Hash the file and find its blank lines in one streaming pass (flat memory).
 
     Blank lines are found as a newline directly followed by another (optionally after a
-    carriage return). A blank line inside a quoted multi-line field would be counted too;
-    such files are vanishingly rare for customer tables and only shift reported lines.
+    carriage return). A blank line inside a quoted multi-line field is counted too; for a
+    file with multi-line fields, ingest takes ``blank_lines_outside_quotes`` instead.
     """
     digest = hashlib.sha256()
     size = 0
@@ -156,6 +158,40 @@ def scan_source(source: Path, chunk_bytes: int = _CHUNK_BYTES) -> SourceScan:
         newline_count=newlines,
         blank_lines=blank_lines,
     )
+
+
+def physical_line(source: Path, reader_line: int) -> int:
+    """The physical line where DuckDB's reader line ``reader_line`` (1 = the header) starts.
+
+    DuckDB numbers the lines of its CSV errors by records and blank lines: a line break
+    inside a quoted value does not count, so after a multi-line value its number is too
+    small. Walks the file up to that line (only when a read has failed).
+    """
+    start = next(islice(_lines_outside_quotes(source), reader_line - 1, None), None)
+    return start[0] if start is not None else reader_line
+
+
+def blank_lines_outside_quotes(source: Path) -> tuple[int, ...]:
+    """Physical numbers of the blank lines that DuckDB skips: not those inside a quoted
+    value, which ``scan_source`` also counts (only needed for files with multi-line values)."""
+    return tuple(
+        number for number, line in _lines_outside_quotes(source) if not line.rstrip(b"\r\n")
+    )
+
+
+def _lines_outside_quotes(source: Path) -> Iterator[tuple[int, bytes]]:
+    """(number, bytes) of each physical line that starts outside a quoted value.
+
+    A line with an odd number of quote characters opens or closes a quoted value; an
+    escaped quote inside one is doubled, so it never changes the parity.
+    """
+    inside = False
+    with source.open("rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not inside:
+                yield number, line
+            if line.count(b'"') % 2:
+                inside = not inside
 
 
 def _line_numbers_after(
