@@ -26,10 +26,10 @@ from segmentation_pipeline.core.schema import (
 from segmentation_pipeline.core.source_file import (
     SourceHeader,
     SourceScan,
-    blank_lines_outside_quotes,
     check_source_file,
     physical_line,
     read_header,
+    record_start_lines,
     scan_source,
 )
 
@@ -83,7 +83,7 @@ def stage_customers(con: duckdb.DuckDBPyConnection, source: Path, run_id: str) -
     # copy millions of rows once more at COMMIT.
     try:
         _group_duplicate_ids(con)
-        n_rejected = _locate_rejects(con, source, header, scan, n_rows)
+        n_rejected = _locate_rejects(con, source, scan, n_rows)
         n_duplicate_ids = _scalar(con, "SELECT count(*) FROM _duplicate_ids")
         if n_rejected == 0 and n_duplicate_ids == 0:
             _promote_staging_to_customers(con)
@@ -267,7 +267,6 @@ def _write_customers(con: duckdb.DuckDBPyConnection) -> None:
 def _locate_rejects(
     con: duckdb.DuckDBPyConnection,
     source: Path,
-    header: SourceHeader,
     scan: SourceScan,
     n_rows: int,
 ) -> int:
@@ -303,7 +302,7 @@ def _locate_rejects(
         WHERE rejected_raw IS NULL AND customer_id IN
             (SELECT customer_id FROM _duplicate_ids WHERE conflicting)
     """)  # noqa: S608 - generated from the fixed schema
-    _add_line_numbers(con, source, header, scan, n_rows)
+    _add_line_numbers(con, source, scan, n_rows)
     return _scalar(con, "SELECT count(*) FROM _rejects")
 
 
@@ -339,59 +338,36 @@ def write_rejected_rows(con: duckdb.DuckDBPyConnection, source: Path, run_id: st
 def _add_line_numbers(
     con: duckdb.DuckDBPyConnection,
     source: Path,
-    header: SourceHeader,
     scan: SourceScan,
     n_rows: int,
 ) -> None:
     """Turn row positions into physical line numbers of the file.
 
     Row i (0-based) starts on line i + 2 (after the header), moved down by every blank
-    line DuckDB skipped before it and by every newline inside quoted fields of earlier rows.
+    line DuckDB skipped before it; when quoted fields hold newlines, the file is walked for
+    the rows' starting lines instead.
     """
     con.execute("ALTER TABLE _rejects ADD COLUMN line_number BIGINT")
     con.execute("UPDATE _rejects SET line_number = row_index + 2")
-    blank_lines = scan.blank_lines
     if scan.newline_count > n_rows + 1 + len(scan.blank_lines):
-        _shift_for_embedded_newlines(con, source, header)
-        # The scan also took blank lines inside quoted values for skipped ones; those are
-        # counted by the shift already.
-        blank_lines = blank_lines_outside_quotes(source)
-    if blank_lines:
+        # Quoted values span lines (rare): walk the file for where the rejected rows start.
+        rows = [r for (r,) in con.execute("SELECT DISTINCT row_index FROM _rejects").fetchall()]
+        starts = record_start_lines(source, rows)
+        con.execute(
+            "UPDATE _rejects SET line_number = s.line FROM "
+            "(SELECT unnest($rows) AS row_index, unnest($lines) AS line) AS s "
+            "WHERE s.row_index = _rejects.row_index",
+            {"rows": list(starts), "lines": list(starts.values())},
+        )
+    elif scan.blank_lines:
         # The j-th blank line (1-based) at line b displaces every row whose unshifted line
         # number is at least b - j + 1.
-        thresholds = [b - j for j, b in enumerate(blank_lines)]
+        thresholds = [b - j for j, b in enumerate(scan.blank_lines)]
         con.execute(
             "UPDATE _rejects SET line_number = line_number + "
             "len(list_filter($thresholds, lambda t: t <= line_number))",
             {"thresholds": thresholds},
         )
-
-
-def _shift_for_embedded_newlines(
-    con: duckdb.DuckDBPyConnection, source: Path, header: SourceHeader
-) -> None:
-    """Add the newlines that quoted fields of earlier rows contain (rare, so a second read)."""
-    newline_count = "len(regexp_extract_all(concat_ws(chr(31), *COLUMNS(*)), '\\n'))"
-    con.execute(
-        f"""
-        CREATE OR REPLACE TEMP TABLE _row_newlines AS
-        SELECT {newline_count} AS n FROM read_csv($source, {read_options(header)})
-        """,  # noqa: S608 - constants only
-        {"source": str(source)},
-    )
-    con.execute("""
-        CREATE OR REPLACE TEMP TABLE _row_shift AS
-        SELECT rowid AS row_index,
-               coalesce(sum(n) OVER (ORDER BY rowid ROWS BETWEEN UNBOUNDED PRECEDING
-                                     AND 1 PRECEDING), 0) AS newlines_before
-        FROM _row_newlines
-    """)
-    con.execute("""
-        UPDATE _rejects SET line_number = line_number + s.newlines_before
-        FROM _row_shift AS s WHERE s.row_index = _rejects.row_index
-    """)
-    con.execute("DROP TABLE _row_shift")
-    con.execute("DROP TABLE _row_newlines")
 
 
 def record_ingest_run(con: duckdb.DuckDBPyConnection, summary: IngestSummary, run_id: str) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
@@ -126,7 +126,7 @@ def scan_source(source: Path, chunk_bytes: int = _CHUNK_BYTES) -> SourceScan:
 
     Blank lines are found as a newline directly followed by another (optionally after a
     carriage return). A blank line inside a quoted multi-line field is counted too; for a
-    file with multi-line fields, ingest takes ``blank_lines_outside_quotes`` instead.
+    file with multi-line fields, ingest takes ``record_start_lines`` instead.
     """
     digest = hashlib.sha256()
     size = 0
@@ -171,12 +171,24 @@ def physical_line(source: Path, reader_line: int) -> int:
     return start[0] if start is not None else reader_line
 
 
-def blank_lines_outside_quotes(source: Path) -> tuple[int, ...]:
-    """Physical numbers of the blank lines that DuckDB skips: not those inside a quoted
-    value, which ``scan_source`` also counts (only needed for files with multi-line values)."""
-    return tuple(
-        number for number, line in _lines_outside_quotes(source) if not line.rstrip(b"\r\n")
-    )
+def record_start_lines(source: Path, row_indices: Iterable[int]) -> dict[int, int]:
+    """Physical line where each given data row (0-based, after the header) starts.
+
+    For files whose quoted values span lines: rows start at the lines outside quoted values
+    that are not blank (the reader skips blank lines), the first of them being the header.
+    """
+    pending = iter(sorted(set(row_indices)))
+    target = next(pending, None)
+    starts = (number for number, line in _lines_outside_quotes(source) if line.rstrip(b"\r\n"))
+    next(starts, None)  # the header
+    lines: dict[int, int] = {}
+    for row, number in enumerate(starts):
+        if target is None:
+            break
+        if row == target:
+            lines[row] = number
+            target = next(pending, None)
+    return lines
 
 
 def _lines_outside_quotes(source: Path) -> Iterator[tuple[int, bytes]]:
