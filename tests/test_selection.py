@@ -12,10 +12,19 @@ from scipy.optimize import linear_sum_assignment
 from scipy.spatial.distance import cdist
 from sklearn.cluster import AgglomerativeClustering, KMeans
 from sklearn.datasets import make_blobs
-from sklearn.metrics import adjusted_rand_score, silhouette_score
+from sklearn.metrics import (
+    adjusted_rand_score,
+    calinski_harabasz_score,
+    davies_bouldin_score,
+    silhouette_score,
+)
 
 from segmentation_pipeline.core.forked import fork_available
-from segmentation_pipeline.core.model_search import _adjusted_rand, _cut_tree_labels
+from segmentation_pipeline.core.model_search import (
+    _adjusted_rand,
+    _cut_tree_labels,
+    cluster_separation_scores,
+)
 from segmentation_pipeline.core.selection import (
     CANDIDATE_COLUMNS,
     Candidate,
@@ -245,6 +254,29 @@ def test_silhouette_from_distances_equals_sklearn() -> None:
     distances = cdist(x, x).astype(np.float32)
     expected = silhouette_score(x, labels)
     assert silhouette_from_distances(distances, labels) == pytest.approx(expected, abs=1e-6)
+
+
+@pytest.mark.parametrize("k", [2, 5, 9])
+def test_cluster_separation_scores_equal_sklearn(k: int) -> None:
+    rng = np.random.default_rng(k)
+    x, _ = make_blobs(n_samples=4_000, centers=k, n_features=3, random_state=k)
+    labels = rng.integers(0, k, size=len(x))
+    labels[: len(x) // 2] = KMeans(k, n_init=1, random_state=0).fit_predict(x[: len(x) // 2])
+    labels[labels == 1] = k + 4  # absent labels are no clusters, as in sklearn
+    davies_bouldin, calinski_harabasz = cluster_separation_scores(x, labels)
+    assert davies_bouldin == pytest.approx(davies_bouldin_score(x, labels), rel=1e-9)
+    assert calinski_harabasz == pytest.approx(calinski_harabasz_score(x, labels), rel=1e-9)
+
+
+def test_cluster_separation_scores_edge_cases() -> None:
+    twice = np.repeat([[1.0, 2.0, 3.0], [4.0, 5.0, 6.0]], 10, axis=0)  # clusters of one point
+    labels = np.repeat([0, 1], 10)
+    assert cluster_separation_scores(twice, labels) == (
+        davies_bouldin_score(twice, labels),
+        calinski_harabasz_score(twice, labels),
+    )
+    one_cluster = cluster_separation_scores(twice, np.zeros(20, dtype=int))
+    assert all(np.isnan(one_cluster))
 
 
 def test_ward_cut_matches_agglomerative_clustering() -> None:

@@ -39,7 +39,6 @@ from scipy.cluster.hierarchy import linkage
 from scipy.spatial.distance import cdist
 from sklearn.cluster import KMeans
 from sklearn.exceptions import ConvergenceWarning
-from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score
 from sklearn.mixture import GaussianMixture
 from threadpoolctl import threadpool_limits
 
@@ -408,21 +407,57 @@ def _evaluate_candidate(
     labels, distance, _, _ = assign_nearest(samples.selection, centroids)
     sil_labels = labels[: len(samples.silhouette)]  # the silhouette sample is a prefix
     smallest = float(np.bincount(labels, minlength=k).min()) / len(labels)
-    two_or_more = len(np.unique(labels)) >= 2
+    davies_bouldin, calinski_harabasz = cluster_separation_scores(samples.selection, labels)
     return Candidate(
         algorithm=algorithm,
         k=k,
         silhouette=silhouette_from_distances(silhouette_distances, sil_labels),
-        davies_bouldin=(
-            float(davies_bouldin_score(samples.selection, labels)) if two_or_more else np.nan
-        ),
-        calinski_harabasz=(
-            float(calinski_harabasz_score(samples.selection, labels)) if two_or_more else np.nan
-        ),
+        davies_bouldin=davies_bouldin,
+        calinski_harabasz=calinski_harabasz,
         inertia=float(np.sum(distance**2)) if algorithm == "kmeans" else None,
         stability=_bootstrap_stability(centroids, boot_centroids, samples.stability),
         smallest_share=smallest,
     )
+
+
+def cluster_separation_scores(data: np.ndarray, labels: np.ndarray) -> tuple[float, float]:
+    """(Davies-Bouldin, Calinski-Harabasz) of one labelling: the values of sklearn's
+    davies_bouldin_score and calinski_harabasz_score (up to float rounding), NaN for both
+    when fewer than two clusters are present.
+
+    Both come from the same per-cluster means and distances to them, computed once here
+    with bincount; sklearn's scorers loop over the clusters with boolean masks and check
+    their inputs on every call, which made them the costliest part of scoring a candidate.
+    Labels need not be consecutive: absent labels are no clusters, as in sklearn.
+    """
+    present, codes = np.unique(labels, return_inverse=True)
+    n_clusters, n = len(present), len(labels)
+    if not 2 <= n_clusters <= n - 1:
+        return np.nan, np.nan
+    points = np.asarray(data, dtype=np.float64)
+    counts = np.bincount(codes, minlength=n_clusters).astype(np.float64)
+    means = (
+        np.column_stack(
+            [np.bincount(codes, weights=column, minlength=n_clusters) for column in points.T]
+        )
+        / counts[:, None]
+    )
+    offsets = points - means[codes]
+    squared = np.einsum("ij,ij->i", offsets, offsets)
+
+    within = float(squared.sum())
+    between = float(counts @ ((means - points.mean(axis=0)) ** 2).sum(axis=1))
+    calinski_harabasz = (
+        1.0 if within == 0.0 else between * (n - n_clusters) / (within * (n_clusters - 1.0))
+    )
+
+    spread = np.bincount(codes, weights=np.sqrt(squared), minlength=n_clusters) / counts
+    centre_distances = cdist(means, means)
+    if np.allclose(spread, 0) or np.allclose(centre_distances, 0):
+        return 0.0, calinski_harabasz
+    centre_distances[centre_distances == 0] = np.inf
+    ratios = (spread[:, None] + spread[None, :]) / centre_distances
+    return float(np.mean(ratios.max(axis=1))), calinski_harabasz
 
 
 def _bootstrap_stability(
