@@ -86,6 +86,23 @@ def test_every_customer_has_a_segment_distance_runner_up_and_outlier_flag(mall_r
     assert 0 < segments.is_outlier.sum() <= 20
 
 
+def test_first_run_counts_every_customer_as_new_in_its_segment(mall_run):
+    moves = query(
+        mall_run,
+        "SELECT m.* FROM segment_migrations m WHERE run_id = "
+        "(SELECT run_id FROM segmentation_runs ORDER BY finished_at LIMIT 1) ORDER BY 4",
+    )
+    sizes = query(
+        mall_run,
+        "SELECT segment_id, n_customers FROM segment_profiles WHERE run_id = $run_id "
+        "ORDER BY segment_id",
+        run_id=moves.run_id.iloc[0],
+    )
+    assert moves.previous_run_id.isna().all() and moves.from_segment_id.isna().all()
+    assert moves.to_segment_id.tolist() == sizes.segment_id.tolist()
+    assert moves.n_customers.tolist() == sizes.n_customers.tolist()
+
+
 def test_mall_profiles_are_named_after_their_place_on_the_plane(mall_run):
     profiles = query(
         mall_run, "SELECT * FROM segment_profiles ORDER BY avg_annual_income, avg_spending_score"

@@ -152,6 +152,13 @@ def record_assignment_history(
         "INSERT INTO customer_segments_history "
         "SELECT run_id, customer_id, segment_id FROM segment_assignments"
     )
+    if previous is None:  # every customer is new: no join with an earlier run
+        con.execute(
+            "INSERT INTO segment_migrations SELECT $run_id, NULL, NULL, segment_id, count(*) "
+            "FROM segment_assignments GROUP BY segment_id ORDER BY segment_id",
+            {"run_id": run_id},
+        )
+        return None
     con.execute(
         """
         INSERT INTO segment_migrations
@@ -163,8 +170,6 @@ def record_assignment_history(
         """,
         {"run_id": run_id, "previous": previous},
     )
-    if previous is None:
-        return None
     counts = con.execute(
         "SELECT from_segment_id, to_segment_id, n_customers FROM segment_migrations "
         "WHERE run_id = $run_id AND from_segment_id IS NOT NULL AND to_segment_id IS NOT NULL",
