@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import duckdb
@@ -58,7 +59,8 @@ def test_kaggle_file_loads_all_rows_with_canonical_types(con, mall_csv):
         " count(*) FILTER (WHERE gender = 'Female') FROM customers"
     ).fetchone()
     assert means == (38.85, 60.56, 50.2, 112)
-    assert len(summary.source_sha256) == 64
+    assert summary.source_sha256 == hashlib.sha256(mall_csv.read_bytes()).hexdigest()
+    assert summary.size_bytes == mall_csv.stat().st_size
 
 
 def test_gender_header_variant_of_the_kaggle_file(con, mall_csv, write_csv):

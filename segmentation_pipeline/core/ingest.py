@@ -25,12 +25,12 @@ from segmentation_pipeline.core.schema import (
 )
 from segmentation_pipeline.core.source_file import (
     SourceHeader,
-    SourceScan,
     check_source_file,
+    digest_source,
     physical_line,
     read_header,
     record_start_lines,
-    scan_source,
+    scan_line_layout,
 )
 
 CSV_OPTIONS = (
@@ -71,9 +71,9 @@ def stage_customers(con: duckdb.DuckDBPyConnection, source: Path, run_id: str) -
     check_source_file(source)
     header = read_header(source)
     with ThreadPoolExecutor(max_workers=1) as pool:
-        scan_future = pool.submit(scan_source, source)
+        digest_future = pool.submit(digest_source, source)
         _load_staging_table(con, source, header)
-        scan = scan_future.result()
+        digest = digest_future.result()
     n_rows = _scalar(con, "SELECT count(*) FROM _staged_rows")
     if n_rows == 0:
         raise InputError(source, "the file has a header but no customer rows", line=2)
@@ -84,7 +84,7 @@ def stage_customers(con: duckdb.DuckDBPyConnection, source: Path, run_id: str) -
     # copy millions of rows once more at COMMIT.
     try:
         _group_duplicate_ids(con)
-        n_rejected = _locate_rejects(con, source, scan, n_rows)
+        n_rejected = _locate_rejects(con, source, n_rows)
         n_duplicate_ids = _scalar(con, "SELECT count(*) FROM _duplicate_ids")
         if n_rejected == 0 and n_duplicate_ids == 0:
             _promote_staging_to_customers(con)
@@ -102,8 +102,8 @@ def stage_customers(con: duckdb.DuckDBPyConnection, source: Path, run_id: str) -
         )
         summary = IngestSummary(
             source=str(source),
-            source_sha256=scan.sha256,
-            size_bytes=scan.size_bytes,
+            source_sha256=digest.sha256,
+            size_bytes=digest.size_bytes,
             n_rows_read=n_rows,
             n_customers=n_customers,
             n_rejected=n_rejected,
@@ -281,12 +281,7 @@ def _write_customers(con: duckdb.DuckDBPyConnection) -> None:
     """)  # noqa: S608 - generated from the fixed schema
 
 
-def _locate_rejects(
-    con: duckdb.DuckDBPyConnection,
-    source: Path,
-    scan: SourceScan,
-    n_rows: int,
-) -> int:
+def _locate_rejects(con: duckdb.DuckDBPyConnection, source: Path, n_rows: int) -> int:
     """Collect the rows that break a rule, with reasons and line numbers; return how many."""
     problem_parts = ", ".join(
         f"CASE WHEN problem_{c.name} IS NOT NULL THEN '{c.name}: ' "
@@ -319,7 +314,7 @@ def _locate_rejects(
         WHERE rejected_raw IS NULL AND customer_id IN
             (SELECT customer_id FROM _duplicate_ids WHERE conflicting)
     """)  # noqa: S608 - generated from the fixed schema
-    _add_line_numbers(con, source, scan, n_rows)
+    _add_line_numbers(con, source, n_rows)
     return _scalar(con, "SELECT count(*) FROM _rejects")
 
 
@@ -352,12 +347,7 @@ def write_rejected_rows(con: duckdb.DuckDBPyConnection, source: Path, run_id: st
     )
 
 
-def _add_line_numbers(
-    con: duckdb.DuckDBPyConnection,
-    source: Path,
-    scan: SourceScan,
-    n_rows: int,
-) -> None:
+def _add_line_numbers(con: duckdb.DuckDBPyConnection, source: Path, n_rows: int) -> None:
     """Turn row positions into physical line numbers of the file.
 
     Row i (0-based) starts on line i + 2 (after the header), moved down by every blank
@@ -365,8 +355,11 @@ def _add_line_numbers(
     the rows' starting lines instead.
     """
     con.execute("ALTER TABLE _rejects ADD COLUMN line_number BIGINT")
+    if _scalar(con, "SELECT count(*) FROM _rejects") == 0:
+        return
     con.execute("UPDATE _rejects SET line_number = row_index + 2")
-    if scan.newline_count > n_rows + 1 + len(scan.blank_lines):
+    layout = scan_line_layout(source)
+    if layout.newline_count > n_rows + 1 + len(layout.blank_lines):
         # Quoted values span lines (rare): walk the file for where the rejected rows start.
         rows = [r for (r,) in con.execute("SELECT DISTINCT row_index FROM _rejects").fetchall()]
         starts = record_start_lines(source, rows)
@@ -376,10 +369,10 @@ def _add_line_numbers(
             "WHERE s.row_index = _rejects.row_index",
             {"rows": list(starts), "lines": list(starts.values())},
         )
-    elif scan.blank_lines:
+    elif layout.blank_lines:
         # The j-th blank line (1-based) at line b displaces every row whose unshifted line
         # number is at least b - j + 1.
-        thresholds = [b - j for j, b in enumerate(scan.blank_lines)]
+        thresholds = [b - j for j, b in enumerate(layout.blank_lines)]
         con.execute(
             "UPDATE _rejects SET line_number = line_number + "
             "len(list_filter($thresholds, lambda t: t <= line_number))",

@@ -15,7 +15,7 @@ from segmentation_pipeline.core.errors import InputError
 from segmentation_pipeline.core.features import FeatureScaling
 from segmentation_pipeline.core.ingest import IngestSummary
 from segmentation_pipeline.core.selection import ModelSelection
-from segmentation_pipeline.core.source_file import check_source_file, read_header, scan_source
+from segmentation_pipeline.core.source_file import check_source_file, digest_source, read_header
 from segmentation_pipeline.core.spark.assignment import FEATURES, pick, scaled_columns, with_nearest
 from segmentation_pipeline.core.spark.files import hadoop_uri, parquet_glob, spark_folder
 from segmentation_pipeline.core.spark.ingest import (
@@ -48,14 +48,14 @@ class SparkEngine:
         header = read_header(source)
         staging = Staging(self.session, source, header, spark_folder(con))
         with ThreadPoolExecutor(max_workers=1) as pool:
-            scan = pool.submit(scan_source, source)  # checksum and size, while Spark reads
+            digest = pool.submit(digest_source, source)  # checksum and size, while Spark reads
             staging.write()
             n_rows = raise_for_malformed_rows(con, source, header, staging)
             if n_rows == 0:
                 raise InputError(source, "the file has a header but no customer rows", line=2)
             staging.write_results()
             load_customers(con, staging.folder)
-            return record_load(con, source, header, scan.result(), staging.folder, n_rows, run_id)
+            return record_load(con, source, header, digest.result(), staging.folder, n_rows, run_id)
 
     def feature_scaling(
         self, con: duckdb.DuckDBPyConnection, feature_names: Sequence[str]

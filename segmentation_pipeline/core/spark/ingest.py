@@ -17,8 +17,8 @@ from segmentation_pipeline.core.errors import InputError
 from segmentation_pipeline.core.ingest import IngestSummary
 from segmentation_pipeline.core.schema import CANONICAL_COLUMNS, MISSING_TOKENS, Column
 from segmentation_pipeline.core.source_file import (
+    SourceDigest,
     SourceHeader,
-    SourceScan,
 )
 from segmentation_pipeline.core.spark.dialect import (
     OPENS,
@@ -489,7 +489,7 @@ def record_load(
     con: duckdb.DuckDBPyConnection,
     source: Path,
     header: SourceHeader,
-    scan: SourceScan,
+    digest: SourceDigest,
     folder: Path,
     n_rows: int,
     run_id: str,
@@ -511,8 +511,8 @@ def record_load(
         ingest.write_rejected_rows(con, source, run_id)
         summary = IngestSummary(
             source=str(source),
-            source_sha256=scan.sha256,
-            size_bytes=scan.size_bytes,
+            source_sha256=digest.sha256,
+            size_bytes=digest.size_bytes,
             n_rows_read=n_rows,
             n_customers=con.execute("SELECT count(*) FROM customers").fetchone()[0],
             n_rejected=con.execute("SELECT count(*) FROM _rejects").fetchone()[0],
