@@ -56,3 +56,19 @@ def test_large_inputs_estimate_medians_closely(con):
         assert (estimated[column] - exact[column]).abs().max() <= 1.0
     relative = (estimated.median_annual_income / exact.median_annual_income - 1).abs()
     assert relative.max() < 0.02
+
+
+def test_statistics_do_not_depend_on_the_order_of_the_assignments(con):
+    """Assignments in the customers' order are paired by position; in any other order (as
+    another engine may write them) or with rows missing, by customer_id: same statistics."""
+    in_order, _ = segment_statistics(con)
+    con.execute(
+        "CREATE OR REPLACE TABLE segment_assignments AS "
+        "SELECT * FROM segment_assignments ORDER BY hash(customer_id)"
+    )
+    shuffled, _ = segment_statistics(con)
+    pd.testing.assert_frame_equal(shuffled, in_order, check_exact=False, rtol=1e-12)
+
+    con.execute("DELETE FROM segment_assignments WHERE customer_id = '0'")
+    one_missing, _ = segment_statistics(con)
+    assert one_missing.n_customers.sum() == 50_000 - 1
