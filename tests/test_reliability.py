@@ -21,18 +21,20 @@ from tests.test_pipeline import materialize
 CLI = REPO_ROOT / ".venv" / "bin" / "segmentation"
 FAST = {"features": ["annual_income", "spending_score"], "k_max": 6}
 
+# An analyst's reader: connects through Warehouse.connect_read_only (as `segmentation sql`
+# does), which connects again when it caught a refresh in the middle of DuckDB's connect.
 READER = r"""
 import json, sys, time
 from pathlib import Path
-import duckdb
+from segmentation_pipeline.core.warehouse import Warehouse
 
-warehouse, stop = sys.argv[1], Path(sys.argv[2])
+warehouse, stop = Warehouse(Path(sys.argv[1])), Path(sys.argv[2])
 reads = errors = inconsistent = 0
 seen = set()
 problems = []
 while not stop.exists():
     try:
-        con = duckdb.connect(warehouse, read_only=True)
+        con = warehouse.connect_read_only()
         try:
             row = con.execute('''
                 SELECT r.run_id, r.n_customers, count(*), count(DISTINCT s.run_id),

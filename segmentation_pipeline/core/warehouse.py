@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -21,6 +22,10 @@ import duckdb
 from filelock import FileLock, Timeout
 
 from segmentation_pipeline.core.errors import PublishError
+
+# Read-only connections made while a refresh renames its file into place (see
+# Warehouse.connect_read_only).
+CONNECT_ATTEMPTS = 5
 
 
 @dataclass(frozen=True)
@@ -164,6 +169,13 @@ class Warehouse:
 
         Given the ``run_id`` of the pipeline run reading it, the connection keeps to the run's
         memory cap and spill folder, like the work connections.
+
+        DuckDB opens a database file three times while connecting (the magic number, the
+        headers, then the file it keeps), so a connection made at the very moment a refresh
+        renames the new file into place can pair the old file's headers with the new file:
+        it then fails, at once or at a later query. So the file at the path is noted before
+        and after connecting, and a connection that may straddle a rename is made again
+        (``CONNECT_ATTEMPTS`` times at most; a rename takes microseconds).
         """
         if not self.path.exists():
             raise FileNotFoundError(
@@ -175,7 +187,23 @@ class Warehouse:
                 "memory_limit": self.memory_limit,
                 "temp_directory": str(self.work_dir / f"{run_id}.tmp"),
             }
+        for attempt in range(1, CONNECT_ATTEMPTS):
+            before = _file_identity(self.path)
+            try:
+                con = duckdb.connect(str(self.path), read_only=True, config=config)
+            except duckdb.Error:
+                time.sleep(0.05 * attempt)
+                continue
+            if _file_identity(self.path) == before:
+                return con
+            con.close()
         return duckdb.connect(str(self.path), read_only=True, config=config)
+
+
+def _file_identity(path: Path) -> tuple[int, int, int, int]:
+    """What changes when another file is renamed to ``path``: inode, device, size, mtime."""
+    status = path.stat()
+    return (status.st_ino, status.st_dev, status.st_size, status.st_mtime_ns)
 
 
 def _required_row_counts(
