@@ -47,3 +47,53 @@ def test_sql_assignment_matches_assign_nearest():
     np.testing.assert_allclose(got["second_distance"], second_distance, rtol=1e-5)
     assert (got["is_outlier"] == (distance > thresholds[labels])).mean() > 0.999
     assert con.execute("SELECT count(DISTINCT run_id) FROM segment_assignments").fetchone() == (1,)
+
+
+def _assign_and_read(con, scaling, centroids, ids):  # noqa: ANN001, ANN202 - test helper
+    thresholds = np.full(len(ids), np.inf)
+    assign_customers(con, scaling, centroids, ids, thresholds, "run-1")
+    return con.execute(
+        "SELECT a.segment_id, a.distance, a.second_segment_id, a.second_distance "
+        "FROM segment_assignments a JOIN customers c USING (customer_id) ORDER BY c.customer_id"
+    ).fetchnumpy()
+
+
+def test_sql_assignment_breaks_ties_like_assign_nearest_and_handles_one_centroid():
+    """Customers exactly between centroids go to the lower centroid index, and their
+    runner-up is the other one, in SQL as in numpy; with one centroid there is no runner-up."""
+    values = np.arange(-3, 4, dtype=np.int32)  # a grid of whole numbers
+    age, spending = np.meshgrid(values + 40, values + 50)
+    n = age.size
+    con = duckdb.connect()
+    con.register(
+        "frame",
+        pd.DataFrame(
+            {
+                "customer_id": [f"{i:03d}" for i in range(n)],
+                "gender": ["Female"] * n,
+                "age": age.ravel(),
+                "annual_income": np.full(n, 50.0),
+                "spending_score": spending.ravel(),
+            }
+        ),
+    )
+    con.execute("CREATE TABLE customers AS SELECT * FROM frame")
+    scaling = compute_scaling(con, ["age", "spending_score"])
+    scaled = sample_features(con, scaling, n, seed=0)  # in customer_id order
+    step = np.unique(scaled[:, 0])[1] - np.unique(scaled[:, 0])[0]
+    # Mirror-image centroids: every customer on the middle column is exactly between two.
+    centroids = np.array([[-step, 0.0], [step, 0.0], [0.0, 3 * step], [-step, 0.0]])
+    ids = [4, 2, 9, 7]  # the last centroid repeats the first: a tie on every customer
+
+    got = _assign_and_read(con, scaling, centroids, ids)
+    labels, distance, second, second_distance = assign_nearest(scaled, centroids)
+    assert (labels[np.isclose(scaled[:, 0], 0, atol=1e-6)] == 0).any()  # ties did occur
+    assert (got["segment_id"] == np.array(ids)[labels]).all()
+    assert (got["second_segment_id"] == np.array(ids)[second]).all()
+    np.testing.assert_allclose(got["distance"], distance, rtol=1e-5)
+    np.testing.assert_allclose(got["second_distance"], second_distance, rtol=1e-5)
+
+    alone = _assign_and_read(con, scaling, centroids[:1], [6])
+    assert (alone["segment_id"] == 6).all()
+    assert alone["second_segment_id"].mask.all()  # NULL: there is no runner-up
+    assert np.isinf(alone["second_distance"]).all()

@@ -56,19 +56,12 @@ def assign_customers(
         )
         for centre in np.asarray(centroids, dtype=np.float64)
     ]
+    distances = [f"d{j}" for j in range(k)]
+    masked = [f"e{j}" for j in range(k)]  # d with the nearest one set to infinity
     columns = ", ".join(f"{expression} AS d{j}" for j, expression in enumerate(squared))
-    all_d = ", ".join(f"d{j}" for j in range(k))
-    first = " ".join(f"WHEN d{j} = m1 THEN {j}" for j in range(k))
-    others = ", ".join(
-        f"CASE WHEN i1 = {j} THEN 'infinity'::DOUBLE ELSE d{j} END" for j in range(k)
+    mask = ", ".join(
+        f"CASE WHEN i1 = {j} THEN 'infinity'::DOUBLE ELSE d{j} END AS e{j}" for j in range(k)
     )
-    second = " ".join(f"WHEN i1 <> {j} AND d{j} = m2 THEN {j}" for j in range(k))
-
-    def pick(index: str, values: Sequence[object]) -> str:
-        return (
-            f"CASE {index} " + " ".join(f"WHEN {j} THEN {v}" for j, v in enumerate(values)) + " END"
-        )
-
     limits = [repr(float(t)) if np.isfinite(t) else "'infinity'::DOUBLE" for t in thresholds]
     ids = [int(i) for i in segment_ids]
     con.execute(
@@ -76,18 +69,41 @@ def assign_customers(
         CREATE OR REPLACE TABLE segment_assignments AS
         WITH scaled AS (SELECT customer_id, {scaling.scaled_columns_sql()} FROM customers),
              measured AS (SELECT customer_id, {columns} FROM scaled),
-             nearest AS (SELECT *, least({all_d}) AS m1 FROM measured),
-             first AS (SELECT *, CASE {first} END AS i1 FROM nearest),
-             runner_up AS (SELECT *, least({others}) AS m2 FROM first),
-             ranked AS (SELECT *, CASE {second} END AS i2 FROM runner_up)
+             first AS (SELECT *, {_first_smallest(distances)} AS i1 FROM measured),
+             masked AS (SELECT *, {mask} FROM first),
+             ranked AS (SELECT *, {_first_smallest(masked)} AS i2 FROM masked),
+             picked AS (SELECT customer_id, i1, i2, {_pick("i1", distances)} AS m1,
+                               {_pick("i2", masked)} AS m2 FROM ranked)
         SELECT $run_id AS run_id, customer_id,
-               CAST({pick("i1", ids)} AS INTEGER) AS segment_id,
+               CAST({_pick("i1", ids)} AS INTEGER) AS segment_id,
                CAST(sqrt(m1) AS FLOAT) AS distance,
-               CAST({pick("i2", ids)} AS INTEGER) AS second_segment_id,
+               CAST(CASE WHEN m2 < 'infinity'::DOUBLE THEN {_pick("i2", ids)} END AS INTEGER)
+                   AS second_segment_id,
                CAST(sqrt(m2) AS FLOAT) AS second_distance,
-               sqrt(m1) > {pick("i1", limits)} AS is_outlier
-        FROM ranked
+               sqrt(m1) > {_pick("i1", limits)} AS is_outlier
+        FROM picked
         """,  # noqa: S608 - only numbers and fixed names are formatted in
         {"run_id": run_id},
     )
     return con.execute("SELECT count(*) FROM segment_assignments").fetchone()[0]
+
+
+def _first_smallest(values: Sequence[str]) -> str:
+    """SQL: the index of the smallest of ``values`` (columns), the lowest among equals.
+
+    Each WHEN is reached only when no earlier value is the smallest, so comparing a value
+    with the later ones suffices. Plain comparisons: DuckDB's variadic least() took 0.4 s
+    over 10 million rows of 5 distances, these comparisons about 0.05 s.
+    """
+    last = len(values) - 1
+    whens = " ".join(
+        f"WHEN {' AND '.join(f'{values[j]} <= {values[i]}' for i in range(j + 1, last + 1))} "
+        f"THEN {j}"
+        for j in range(last)
+    )
+    return f"CASE {whens} ELSE {last} END" if whens else "0"
+
+
+def _pick(index: str, values: Sequence[object]) -> str:
+    """SQL: the element of ``values`` at position ``index`` (a column)."""
+    return f"CASE {index} " + " ".join(f"WHEN {j} THEN {v}" for j, v in enumerate(values)) + " END"
