@@ -13,9 +13,12 @@ from pyspark.ml.evaluation import ClusteringEvaluator
 from pyspark.ml.feature import VectorAssembler
 from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
-from sklearn.metrics import adjusted_rand_score, calinski_harabasz_score, davies_bouldin_score
+from sklearn.metrics import adjusted_rand_score
 
-from segmentation_pipeline.core.model_search import refine_kmeans_centres
+from segmentation_pipeline.core.model_search import (
+    cluster_separation_scores,
+    refine_kmeans_centres,
+)
 from segmentation_pipeline.core.selection import (
     ALGORITHMS,
     Candidate,
@@ -174,17 +177,17 @@ class ModelSearch:
         labels, distance = nearest[0], nearest[1]
         complete = len(self.fitted[pair]) == k  # bisecting may not reach k leaves
         counts = np.bincount(labels, minlength=k)
-        scored = np.isfinite(silhouette)
+        davies_bouldin, calinski_harabasz = (
+            cluster_separation_scores(self.selection, labels)
+            if np.isfinite(silhouette)  # not for an incomplete bisecting tree
+            else (np.nan, np.nan)
+        )
         return Candidate(
             algorithm=algorithm,
             k=k,
             silhouette=silhouette,
-            davies_bouldin=(
-                float(davies_bouldin_score(self.selection, labels)) if scored else np.nan
-            ),
-            calinski_harabasz=(
-                float(calinski_harabasz_score(self.selection, labels)) if scored else np.nan
-            ),
+            davies_bouldin=davies_bouldin,
+            calinski_harabasz=calinski_harabasz,
             inertia=float(np.sum(distance**2)) if algorithm == "kmeans" else None,
             stability=float("nan"),
             smallest_share=float(counts.min()) / len(labels) if complete else 0.0,
