@@ -24,8 +24,10 @@ from segmentation_pipeline.core.model_search import (
     _adjusted_rand,
     _cut_tree_labels,
     cluster_separation_scores,
+    search_models,
 )
 from segmentation_pipeline.core.selection import (
+    ALGORITHMS,
     CANDIDATE_COLUMNS,
     Candidate,
     ModelSelection,
@@ -120,10 +122,25 @@ def test_shuffled_rows_give_identical_centroids_and_assignment(
     np.testing.assert_array_equal(shuffled_labels, original_labels[order])
 
 
-def test_two_process_search_equals_one_algorithm_at_a_time(mall_x: np.ndarray) -> None:
-    # With several algorithms, one is evaluated in a forked worker (this machine has 2
-    # cores); a single algorithm is evaluated in-process. Every candidate must be the same.
+def test_search_shared_with_a_forked_process_equals_search_in_one_process(
+    mall_x: np.ndarray,
+) -> None:
+    # This machine has 2 cores: the search hands its units (an algorithm at some k) to a
+    # forked worker and this process from one shared counter. Which process evaluates a
+    # unit must not matter: every candidate, the choice and the centroids are the same.
     assert fork_available()
+    arguments = (mall_x, ALGORITHMS, 2, 10, 0, 0.8, 0.005, None)
+    shared = search_models(*arguments)
+    alone = search_models(*arguments, share_with_fork=False)
+    assert shared.candidates == alone.candidates
+    assert shared.rule == alone.rule
+    np.testing.assert_array_equal(shared.centroids, alone.centroids)
+    assert [(c.algorithm, c.k) for c in shared.candidates] == [
+        (algorithm, k) for algorithm in ALGORITHMS for k in range(2, 11)
+    ]
+
+
+def test_one_algorithm_alone_scores_as_among_all(mall_x: np.ndarray) -> None:
     together = select_model(mall_x)
     alone = [
         candidate

@@ -24,14 +24,19 @@ of k stay within a few seconds on 2 cores):
 Final model: for kmeans, Lloyd iterations on the whole provided sample started from the
 evaluated candidate's centres (best of several k-means++ restarts); for gmm the mixture means
 and for ward the cluster means, both as evaluated. Everything is seeded and every fit is
-single-threaded; with a second core, one algorithm is evaluated in a forked worker process
-while this one evaluates the others (``_evaluate_algorithms``), with the same result.
+single-threaded; with a second core, a forked worker process and this one share the
+candidates out between them (``_evaluate_algorithms``), with the same result.
 """
 
 from __future__ import annotations
 
+import itertools
+import multiprocessing
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, replace
+from functools import partial
+from typing import Any
 
 import numpy as np
 import sklearn
@@ -63,9 +68,6 @@ from segmentation_pipeline.core.selection import (
 # Added to GMM covariances: data are standardised (unit scale), so 1e-4 is negligible but
 # keeps covariances of duplicated or discrete points (bootstrap resamples) invertible.
 _GMM_REG_COVAR = 1e-4
-# Relative cost of evaluating each algorithm (on a 200k-row sample: gmm about 1.1 s, kmeans
-# 0.75 s, ward 0.6 s, fits and metrics); the costliest one goes to the forked worker.
-_EVALUATION_COST: dict[str, int] = {"gmm": 3, "kmeans": 2, "ward": 1}
 
 
 @dataclass(frozen=True)
@@ -92,8 +94,12 @@ def search_models(
     stability_threshold: float,
     tie_tolerance: float,
     sizes: SampleSizes | None,
+    *,
+    share_with_fork: bool = True,
 ) -> ModelSelection:
     """``selection.select_model``'s work (see there for the arguments), each fit on one thread.
+
+    ``share_with_fork=False`` keeps every fit in this process (the result is the same).
 
     BLAS and OpenMP are limited to 1 thread: the fits are many and small, so threads buy
     little, and on a 2-core machine shared with other work the spinning OpenMP/BLAS threads
@@ -109,7 +115,15 @@ def search_models(
         sklearn.config_context(skip_parameter_validation=True, assume_finite=True),
     ):
         return _search_models(
-            X, algorithms, k_min, k_max, seed, stability_threshold, tie_tolerance, sizes
+            X,
+            algorithms,
+            k_min,
+            k_max,
+            seed,
+            stability_threshold,
+            tie_tolerance,
+            sizes,
+            share_with_fork,
         )
 
 
@@ -122,6 +136,7 @@ def _search_models(
     stability_threshold: float,
     tie_tolerance: float,
     sizes: SampleSizes | None,
+    share_with_fork: bool,
 ) -> ModelSelection:
     """Body of search_models."""
     sizes = sizes or SampleSizes()
@@ -139,7 +154,14 @@ def _search_models(
     candidates: list[Candidate] = []
     centroids_by_candidate: dict[tuple[str, int], np.ndarray] = {}
     evaluated = _evaluate_algorithms(
-        algorithms, samples, boot_indices, ks, seed, sizes, silhouette_distances
+        algorithms,
+        samples,
+        boot_indices,
+        ks,
+        seed,
+        sizes,
+        silhouette_distances,
+        share_with_fork=share_with_fork,
     )
     for algorithm in algorithms:
         for candidate, centroids in evaluated[algorithm]:
@@ -335,6 +357,31 @@ def refine_kmeans_centres(centres: np.ndarray, data: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- evaluation
 
 
+@dataclass(frozen=True)
+class _Unit:
+    """A share of the search that one process evaluates: one algorithm at some values of k."""
+
+    algorithm: str
+    ks: tuple[int, ...]
+
+
+def _work_units(algorithms: tuple[str, ...], ks: list[int]) -> list[_Unit]:
+    """The search cut into units, costliest first so that two processes finish together.
+
+    Ward is one unit (one tree per sample, cut at every k); kmeans and gmm give a unit per
+    k, as each k is fitted on its own. Ward's tree comes first, then gmm (EM costs the most
+    per fit), then kmeans, each from the largest k down.
+    """
+    order = {"ward": 0, "gmm": 1, "kmeans": 2}
+    units: list[_Unit] = []
+    for algorithm in sorted(algorithms, key=order.__getitem__):
+        if algorithm == "ward":
+            units.append(_Unit(algorithm, tuple(ks)))
+        else:
+            units.extend(_Unit(algorithm, (k,)) for k in reversed(ks))
+    return units
+
+
 def _evaluate_algorithms(
     algorithms: tuple[str, ...],
     samples: _Samples,
@@ -343,25 +390,55 @@ def _evaluate_algorithms(
     seed: int,
     sizes: SampleSizes,
     silhouette_distances: np.ndarray,
+    *,
+    share_with_fork: bool = True,
 ) -> dict[str, list[tuple[Candidate, np.ndarray]]]:
-    """Every algorithm's (candidate, centroids) pairs, by algorithm.
+    """Every algorithm's (candidate, centroids) pairs, by algorithm, in order of k.
 
-    With two or more algorithms and a second core, the costliest algorithm is evaluated in a
-    forked worker process while this one evaluates the others (2.5 s -> about 1.5 s on a
-    200k-row sample, 2 cores). The results are the same either way: each algorithm's
-    evaluation depends only on the samples, resamples and seeds drawn before.
+    With a second core, a forked worker process and this one take the units of
+    ``_work_units`` from one shared counter until none is left, so both stay busy whatever
+    the sample size (on 200 rows gmm's fits dominate; on a 200k-row sample all three
+    algorithms weigh about the same). The results are the same either way: each unit
+    depends only on the samples, resamples and seeds drawn before.
     """
-    arguments = (samples, boot_indices, ks, seed, sizes, silhouette_distances)
-    if len(algorithms) < 2 or not fork_available():
-        return {algorithm: _evaluate_algorithm(algorithm, *arguments) for algorithm in algorithms}
-    forked_algorithm = max(algorithms, key=_EVALUATION_COST.__getitem__)
-    with ForkedCall(_evaluate_algorithm, forked_algorithm, *arguments) as forked:
-        evaluated = {
-            algorithm: _evaluate_algorithm(algorithm, *arguments)
-            for algorithm in algorithms
-            if algorithm != forked_algorithm
-        }
-        evaluated[forked_algorithm] = forked.result()
+    units = _work_units(algorithms, ks)
+    arguments = (samples, boot_indices, seed, sizes, silhouette_distances)
+    if not share_with_fork or len(units) < 2 or not fork_available():
+        evaluated = _evaluate_units(units, itertools.count().__next__, arguments)
+    else:
+        counter = multiprocessing.get_context("fork").Value("i", 0)
+        claim = partial(_claim_next, counter)
+        with ForkedCall(_evaluate_units, units, claim, arguments) as forked:
+            evaluated = _evaluate_units(units, claim, arguments)
+            evaluated.update(forked.result())
+    by_key = {
+        (units[index].algorithm, candidate.k): (candidate, centroids)
+        for index, pairs in evaluated.items()
+        for candidate, centroids in pairs
+    }
+    return {algorithm: [by_key[(algorithm, k)] for k in ks] for algorithm in algorithms}
+
+
+def _claim_next(counter: Any) -> int:
+    """The next unit's index from a counter shared with the forked process (a
+    multiprocessing.Value); indexes past the last unit mean the work is done."""
+    with counter.get_lock():
+        index = counter.value
+        counter.value += 1
+    return index
+
+
+def _evaluate_units(
+    units: list[_Unit], claim: Callable[[], int], arguments: tuple
+) -> dict[int, list[tuple[Candidate, np.ndarray]]]:
+    """Evaluate units as ``claim`` hands out their indexes, until it runs past the last."""
+    evaluated: dict[int, list[tuple[Candidate, np.ndarray]]] = {}
+    samples, boot_indices, seed, sizes, silhouette_distances = arguments
+    while (index := claim()) < len(units):
+        unit = units[index]
+        evaluated[index] = _evaluate_algorithm(
+            unit.algorithm, samples, boot_indices, list(unit.ks), seed, sizes, silhouette_distances
+        )
     return evaluated
 
 
