@@ -29,6 +29,7 @@ from typing import Any
 
 import pandas as pd
 
+from segmentation_pipeline.core.markdown import md, md_table
 from segmentation_pipeline.core.report_inputs import ReportInputs
 
 REPORT_TITLE = "Customer segmentation report"
@@ -818,27 +819,6 @@ def to_html(
 
 
 # --- Markdown -------------------------------------------------------------------------------
-
-MARKDOWN_SPECIALS = ("\\", "`", "*", "_", "[", "]", "|")
-
-
-def md(text: Any) -> str:
-    """Markdown-safe text: HTML-escaped (raw HTML passes through Markdown), specials escaped."""
-    escaped = html.escape(str(text), quote=False)
-    for special in MARKDOWN_SPECIALS:
-        escaped = escaped.replace(special, "\\" + special)
-    return " ".join(escaped.splitlines())
-
-
-def md_table(headers: Sequence[str], rows: Sequence[Sequence[str]], numeric: frozenset[int]) -> str:
-    """A pipe table; every cell escaped (pipes included)."""
-    align = ["---:" if i in numeric else "---" for i in range(len(headers))]
-    lines = [
-        "| " + " | ".join(md(h) for h in headers) + " |",
-        "| " + " | ".join(align) + " |",
-    ]
-    lines += ["| " + " | ".join(md(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def md_block(block: Block, images: Mapping[str, bytes]) -> str:

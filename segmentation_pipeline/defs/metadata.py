@@ -3,6 +3,8 @@
 import dagster as dg
 import duckdb
 
+from segmentation_pipeline.core.markdown import value_table
+
 
 def column_schema(con: duckdb.DuckDBPyConnection, table: str) -> dg.TableSchema:
     """The table's columns and types, for the UI's schema view."""
@@ -21,10 +23,12 @@ def markdown_preview(
     limit: int = 10,
 ) -> dg.MetadataValue:
     """The first rows of a query (values bound as parameters) as a Markdown table."""
-    frame = con.execute(
+    result = con.execute(
         f"SELECT * FROM ({query}) LIMIT {int(limit)}",  # noqa: S608 - our own constant queries
         parameters or {},
-    ).df()
-    if frame.empty:
+    )
+    headers = [column[0] for column in result.description]
+    rows = result.fetchall()
+    if not rows:
         return dg.MetadataValue.md("_no rows_")
-    return dg.MetadataValue.md(frame.to_markdown(index=False, disable_numparse=True))
+    return dg.MetadataValue.md(value_table(headers, rows))

@@ -2,12 +2,13 @@
 
 import dagster as dg
 import numpy as np
-import pandas as pd
 
 from segmentation_pipeline.core import history
 from segmentation_pipeline.core.assignment import outlier_thresholds
 from segmentation_pipeline.core.features import FeatureScaling, parse_features, record_scaling
+from segmentation_pipeline.core.markdown import value_table
 from segmentation_pipeline.core.selection import (
+    CANDIDATE_COLUMNS,
     candidates_frame,
     count_distinct_sorted,
     sorted_rows,
@@ -31,6 +32,11 @@ def _scaling_of_run(con, run_id: str) -> FeatureScaling:  # noqa: ANN001 - a Duc
         raise dg.Failure("no feature scaling recorded for this run; materialize customer_features")
     names, means, stds = zip(*rows, strict=True)
     return FeatureScaling(tuple(names), tuple(means), tuple(stds))
+
+
+def _rounded(value: object) -> object:
+    """A candidate's score to 4 decimals for display; other values as they are."""
+    return round(value, 4) if isinstance(value, float) else value
 
 
 def _usable_k_max(
@@ -179,14 +185,24 @@ def segmentation_model(
             "segment_ids": ", ".join(str(i) for i in segment_ids),
             "selection_rule": chosen.rule,
             "centroids": dg.MetadataValue.md(
-                pd.DataFrame(scaling.to_original(chosen.centroids), columns=scaling.features)
-                .round(2)
-                .assign(segment_id=segment_ids)
-                .set_index("segment_id")
-                .to_markdown(disable_numparse=True)
+                value_table(
+                    ["segment_id", *scaling.features],
+                    [
+                        [segment_id, *(round(float(value), 2) for value in centre)]
+                        for segment_id, centre in zip(
+                            segment_ids, scaling.to_original(chosen.centroids), strict=True
+                        )
+                    ],
+                )
             ),
             "candidates": dg.MetadataValue.md(
-                candidates.round(4).to_markdown(index=False, disable_numparse=True)
+                value_table(
+                    list(CANDIDATE_COLUMNS),
+                    [
+                        [_rounded(getattr(candidate, name)) for name in CANDIDATE_COLUMNS]
+                        for candidate in chosen.candidates
+                    ],
+                )
             ),
         }
     )

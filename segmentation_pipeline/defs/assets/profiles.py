@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from segmentation_pipeline.core.markdown import value_table
 from segmentation_pipeline.core.profiling import build_profiles
 from segmentation_pipeline.core.segment_stats import record_profiles, segment_statistics
 from segmentation_pipeline.defs.assets.common import GROUP, TRANSIENT_RETRY
@@ -53,7 +54,9 @@ def segment_profiles(
     )
     return dg.MaterializeResult(
         metadata={
-            "profiles": dg.MetadataValue.md(table.to_markdown(index=False, disable_numparse=True)),
+            "profiles": dg.MetadataValue.md(
+                value_table(list(table.columns), list(table.itertuples(index=False)))
+            ),
             "recommendations": dg.MetadataValue.md(
                 "\n".join(
                     f"- **{r.segment_id} {r.segment_name}**: {r.recommendation}"

@@ -6,6 +6,7 @@ from pathlib import Path
 import dagster as dg
 
 from segmentation_pipeline.core import workers
+from segmentation_pipeline.core.markdown import value_table
 from segmentation_pipeline.core.report import render_report, write_report
 from segmentation_pipeline.core.report_inputs import load_report_inputs
 from segmentation_pipeline.defs.assets.common import GROUP, TRANSIENT_RETRY
@@ -46,15 +47,14 @@ def segment_report(
     paths = write_report(rendered, reports_dir(published.path), run_id)
     context.log.info(f"Report written to {paths['html']}")
     scatter = base64.b64encode(rendered.images["segments"]).decode("ascii")
-    profiles = inputs.profiles[["segment_id", "segment_name", "n_customers", "recommendation"]]
+    shown = ["segment_id", "segment_name", "n_customers", "recommendation"]
+    profiles = list(inputs.profiles[shown].itertuples(index=False))
     return dg.MaterializeResult(
         metadata={
             "report": dg.MetadataValue.path(str(paths["html"])),
             "latest": dg.MetadataValue.path(str(paths["latest_html"])),
             "markdown": dg.MetadataValue.path(str(paths["markdown"])),
             "segments": dg.MetadataValue.md(f"![segments](data:image/png;base64,{scatter})"),
-            "profiles": dg.MetadataValue.md(
-                profiles.to_markdown(index=False, disable_numparse=True)
-            ),
+            "profiles": dg.MetadataValue.md(value_table(shown, profiles)),
         }
     )

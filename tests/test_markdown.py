@@ -1,0 +1,28 @@
+"""Markdown tables for the report and the UI's metadata, without pandas or tabulate."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from segmentation_pipeline.core.markdown import md_table, value_table
+
+
+def test_value_table_aligns_number_columns_and_blanks_missing_values() -> None:
+    table = value_table(
+        ["customer_id", "income", "count", "selected", "features"],
+        [
+            ["0001", 15.5, np.int64(3), True, ["age", "income"]],
+            ["a|b", float("nan"), None, False, None],
+        ],
+    )
+    assert table.splitlines() == [
+        "| customer\\_id | income | count | selected | features |",
+        "| --- | ---: | ---: | --- | --- |",
+        "| 0001 | 15.5 | 3 | True | \\['age', 'income'\\] |",
+        "| a\\|b |  |  | False |  |",
+    ]
+
+
+def test_value_table_of_no_rows_is_the_header_alone() -> None:
+    assert value_table(["a", "b"], []) == md_table(["a", "b"], [], frozenset())
+    assert value_table(["a", "b"], []).count("\n") == 1
