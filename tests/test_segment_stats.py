@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from segmentation_pipeline.core.features import compute_scaling
 from segmentation_pipeline.core.segment_stats import segment_statistics
 
 
@@ -72,3 +73,55 @@ def test_statistics_do_not_depend_on_the_order_of_the_assignments(con):
     con.execute("DELETE FROM segment_assignments WHERE customer_id = '0'")
     one_missing, _ = segment_statistics(con)
     assert one_missing.n_customers.sum() == 50_000 - 1
+
+
+@pytest.fixture(scope="module")
+def many_customers(tmp_path_factory):
+    """Two million customers in a file database, so DuckDB aggregates them on two threads
+    over many row groups, as it does in a real run."""
+    path = tmp_path_factory.mktemp("stats") / "many.duckdb"
+    connection = duckdb.connect(str(path))
+    connection.execute("""
+        CREATE TABLE customers AS
+        SELECT CAST(i AS VARCHAR) AS customer_id,
+               CASE WHEN hash(i, 'g') % 5 < 3 THEN 'Female' ELSE 'Male' END AS gender,
+               CAST(18 + hash(i, 'a') % 62 AS INTEGER) AS age,
+               (hash(i, 'i') % 1000000) / 7919.0 AS annual_income,
+               CAST(1 + hash(i, 's') % 100 AS INTEGER) AS spending_score
+        FROM range(2000000) t(i)
+    """)
+    connection.execute(
+        "CREATE TABLE segment_assignments AS SELECT customer_id, "
+        "CAST(hash(customer_id) % 5 AS INTEGER) AS segment_id FROM customers"
+    )
+    connection.execute("CHECKPOINT")
+    yield connection
+    connection.close()
+
+
+def test_statistics_and_scaling_are_the_same_on_every_run(many_customers):
+    # DuckDB's avg and stddev_pop change in their last digits from run to run over
+    # millions of rows (threads add in varying order); published numbers must not.
+    runs = [segment_statistics(many_customers) for _ in range(6)]
+    for stats, overall in runs[1:]:
+        pd.testing.assert_frame_equal(stats, runs[0][0], check_exact=True)
+        assert overall == runs[0][1]
+    features = ["age", "annual_income", "spending_score", "gender"]
+    scalings = {compute_scaling(many_customers, features) for _ in range(6)}
+    assert len(scalings) == 1
+
+
+def test_deviations_equal_numpy_on_many_customers(many_customers):
+    stats, overall = segment_statistics(many_customers)
+    frame = many_customers.execute(
+        "SELECT segment_id, annual_income, age FROM customers "
+        "JOIN segment_assignments USING (customer_id) ORDER BY segment_id"
+    ).fetchnumpy()
+    for row in stats.itertuples():
+        members = frame["segment_id"] == row.segment_id
+        for measure in ("annual_income", "age"):
+            values = np.asarray(frame[measure][members], dtype=np.float64)
+            assert getattr(row, f"avg_{measure}") == pytest.approx(values.mean(), rel=1e-12)
+            assert getattr(row, f"std_{measure}") == pytest.approx(values.std(), rel=1e-12)
+    incomes = np.asarray(frame["annual_income"], dtype=np.float64)
+    assert overall["std_annual_income"] == pytest.approx(incomes.std(), rel=1e-12)

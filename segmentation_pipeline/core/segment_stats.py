@@ -53,11 +53,12 @@ def segment_statistics(
     any (an engine that writes in another order, such as Spark), the statistics come from
     the join on customer_id instead.
     """
-    n_customers = con.execute("SELECT count(*) FROM customers").fetchone()[0]
+    overall = _overall_statistics(con)
+    n_customers = int(overall["n_customers"])
     median = "median({})" if n_customers <= exact_median_limit else "approx_quantile({}, 0.5)"
     per_measure = ", ".join(
-        f"avg(c.{m}) AS avg_{m}, {median.format(f'c.{m}')} AS median_{m}, "
-        f"stddev_pop(c.{m}) AS std_{m}"
+        f"favg(c.{m}) AS avg_{m}, {median.format(f'c.{m}')} AS median_{m}, "
+        f"{_spread_around(f'c.{m}', overall[f'mean_{m}'])} AS std_{m}"
         for m in MEASURES
     )
     columns = f"a.segment_id, count(*) AS n_customers, {per_measure}, avg({FEMALE}) AS female_share"
@@ -72,14 +73,41 @@ def segment_statistics(
             f"SELECT {columns} FROM segment_assignments a "  # noqa: S608 - fixed names
             "JOIN customers c USING (customer_id) GROUP BY a.segment_id ORDER BY a.segment_id"
         ).df()
-    overall_columns = ", ".join(
-        f"avg({m}) AS mean_{m}, stddev_pop({m}) AS std_{m}" for m in MEASURES
+    return stats, overall
+
+
+def _overall_statistics(con: duckdb.DuckDBPyConnection) -> dict[str, float]:
+    """Count, means, population standard deviations and female share of all customers.
+
+    Means by favg and deviations in a second pass around them, as in
+    ``features.compute_scaling`` and for the same reason: DuckDB's avg and stddev_pop
+    change in their last digits from run to run over millions of rows.
+    """
+    means = ", ".join(f"favg({m}) AS mean_{m}" for m in MEASURES)
+    result = con.execute(
+        f"SELECT count(*) AS n_customers, {means}, avg({FEMALE}) AS female_share "  # noqa: S608
+        "FROM customers"
     )
-    overall = con.execute(
-        f"SELECT count(*) AS n_customers, {overall_columns}, "  # noqa: S608 - fixed names
-        f"avg({FEMALE}) AS female_share FROM customers"
-    ).df()
-    return stats, {k: float(v) for k, v in overall.iloc[0].items()}
+    names = [column[0] for column in result.description]
+    overall = {name: float(value) for name, value in zip(names, result.fetchone(), strict=True)}
+    spreads = ", ".join(_spread_around(m, overall[f"mean_{m}"]) for m in MEASURES)
+    stds = con.execute(f"SELECT {spreads} FROM customers").fetchone()  # noqa: S608 - fixed names
+    overall.update({f"std_{m}": float(std) for m, std in zip(MEASURES, stds, strict=True)})
+    return overall
+
+
+def _spread_around(column: str, centre: float) -> str:
+    """SQL: the population standard deviation of ``column`` in one pass, run to run stable.
+
+    The mean squared distance from a fixed ``centre`` (the whole base's mean) less the
+    squared distance of the group's mean from it; with the centre near the group's values
+    the subtraction loses no meaningful precision, and favg's compensated sums do not depend
+    on the order DuckDB's threads add them in (stddev_pop's do).
+    """
+    # A DOUBLE constant: a bare 42.04 would be a DECIMAL, and integer columns minus a
+    # DECIMAL are computed in (slow) decimal arithmetic.
+    offset = f"({column} - CAST({centre!r} AS DOUBLE))"
+    return f"sqrt(greatest(favg({offset} * {offset}) - pow(favg({offset}), 2), 0))"
 
 
 def record_profiles(con: duckdb.DuckDBPyConnection, run_id: str, profiles: pd.DataFrame) -> None:
