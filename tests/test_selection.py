@@ -32,7 +32,6 @@ from segmentation_pipeline.core.selection import (
     Candidate,
     ModelSelection,
     assign_nearest,
-    candidates_frame,
     canonical_order,
     choose_candidate,
     select_model,
@@ -175,15 +174,18 @@ def test_four_separated_blobs_give_k_four() -> None:
 
 
 def test_candidate_table(mall_selection: ModelSelection) -> None:
-    frame = candidates_frame(mall_selection)
-    assert tuple(frame.columns) == CANDIDATE_COLUMNS
-    assert len(frame) == 3 * 9
-    assert int(frame["selected"].sum()) == 1
-    assert frame["inertia"].notna().tolist() == (frame["algorithm"] == "kmeans").tolist()
-    assert frame[["silhouette", "davies_bouldin", "calinski_harabasz"]].notna().all().all()
-    assert frame["stability"].between(-1.0, 1.0).all()
-    chosen = frame[frame["selected"]].iloc[0]
-    assert (chosen["algorithm"], chosen["k"]) == (
+    candidates = mall_selection.candidates
+    assert all(set(CANDIDATE_COLUMNS) <= set(vars(c)) for c in candidates)
+    assert len(candidates) == 3 * 9
+    assert sum(c.selected for c in candidates) == 1
+    assert [c.inertia is not None for c in candidates] == [
+        c.algorithm == "kmeans" for c in candidates
+    ]
+    for c in candidates:
+        assert np.isfinite([c.silhouette, c.davies_bouldin, c.calinski_harabasz]).all()
+        assert -1.0 <= c.stability <= 1.0
+    chosen = next(c for c in candidates if c.selected)
+    assert (chosen.algorithm, chosen.k) == (
         mall_selection.chosen.algorithm,
         mall_selection.chosen.k,
     )

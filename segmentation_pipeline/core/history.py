@@ -14,11 +14,11 @@ from dataclasses import dataclass
 
 import duckdb
 import numpy as np
-import pandas as pd
 
 from segmentation_pipeline.core.alignment import align_segment_ids, ari_from_contingency
 from segmentation_pipeline.core.features import FeatureScaling
-from segmentation_pipeline.core.selection import CANDIDATE_COLUMNS
+from segmentation_pipeline.core.selection import CANDIDATE_COLUMNS, Candidate
+from segmentation_pipeline.core.warehouse import storable
 
 HISTORY_DDL = (
     """CREATE TABLE IF NOT EXISTS segmentation_runs (
@@ -72,17 +72,22 @@ def previous_model(
     previous = previous_run_id(con, run_id)
     if previous is None:
         return None
-    frame = con.execute(
+    rows = con.execute(
         "SELECT segment_id, feature, centroid FROM segment_centroids WHERE run_id = $run_id",
         {"run_id": previous},
-    ).df()
-    if frame.empty or set(frame["feature"]) != set(features):
+    ).fetchall()
+    if not rows or {feature for _, feature, _ in rows} != set(features):
         return None
-    wide = frame.pivot(index="segment_id", columns="feature", values="centroid").sort_index()
+    centroids: dict[int, dict[str, float]] = {}
+    for segment_id, feature, centroid in rows:
+        centroids.setdefault(int(segment_id), {})[feature] = float(centroid)
+    segment_ids = tuple(sorted(centroids))
     return PreviousModel(
         run_id=previous,
-        segment_ids=tuple(int(i) for i in wide.index),
-        centroids=wide[list(features)].to_numpy(dtype=np.float64),
+        segment_ids=segment_ids,
+        centroids=np.array(
+            [[centroids[i][f] for f in features] for i in segment_ids], dtype=np.float64
+        ),
     )
 
 
@@ -117,7 +122,7 @@ def record_model(
     segment_ids: Sequence[int],
     centroids_scaled: np.ndarray,
     thresholds: np.ndarray,
-    candidates: pd.DataFrame,
+    candidates: Sequence[Candidate],
 ) -> None:
     """Centroids (scaled and original units) and all candidates, as rows of this run."""
     original = scaling.to_original(centroids_scaled)
@@ -136,10 +141,14 @@ def record_model(
     con.execute("DELETE FROM segment_centroids WHERE run_id = $run_id", {"run_id": run_id})
     con.executemany("INSERT INTO segment_centroids VALUES (?, ?, ?, ?, ?, ?)", rows)
     con.execute("DELETE FROM model_candidates WHERE run_id = $run_id", {"run_id": run_id})
-    frame = candidates.assign(run_id=run_id)[["run_id", *CANDIDATE_COLUMNS]]
-    con.register("new_candidates", frame)
-    con.execute("INSERT INTO model_candidates SELECT * FROM new_candidates")
-    con.unregister("new_candidates")
+    placeholders = ", ".join("?" for _ in range(len(CANDIDATE_COLUMNS) + 1))
+    con.executemany(
+        f"INSERT INTO model_candidates VALUES ({placeholders})",  # noqa: S608 - placeholders only
+        [
+            (run_id, *(storable(getattr(candidate, name)) for name in CANDIDATE_COLUMNS))
+            for candidate in candidates
+        ],
+    )
 
 
 def record_assignment_history(

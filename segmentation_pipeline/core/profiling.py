@@ -143,6 +143,14 @@ def build_profiles(
     return profiles
 
 
+def profile_records(
+    stats: Sequence[Mapping[str, object]], overall: Mapping[str, float], features: Sequence[str]
+) -> list[dict[str, object]]:
+    """``build_profiles`` of statistics given as records (one dict per segment, as
+    ``segment_stats.segment_statistics`` returns them), as records of Python values."""
+    return build_profiles(pd.DataFrame(list(stats)), overall, features).to_dict("records")
+
+
 def check_inputs(
     stats: pd.DataFrame, overall: Mapping[str, float], features: Sequence[str]
 ) -> None:

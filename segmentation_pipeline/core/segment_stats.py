@@ -7,8 +7,12 @@ lives in one row of `segment_profiles` and is never copied onto millions of rows
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 import duckdb
-import pandas as pd
+
+from segmentation_pipeline.core.warehouse import storable
 
 FEMALE = "CASE WHEN lower(trim(gender)) = 'female' THEN 1.0 ELSE 0.0 END"
 MEASURES = ("age", "annual_income", "spending_score")
@@ -40,8 +44,11 @@ PROFILE_COLUMNS = (
 
 def segment_statistics(
     con: duckdb.DuckDBPyConnection, exact_median_limit: int = EXACT_MEDIAN_LIMIT
-) -> tuple[pd.DataFrame, dict[str, float]]:
+) -> tuple[list[dict[str, Any]], dict[str, float]]:
     """Per-segment and whole-base statistics of the current assignments.
+
+    Returns one record (column name to value) per segment, in segment_id order, and the
+    whole base's count, means, deviations and female share.
 
     Medians are exact up to ``exact_median_limit`` customers. Beyond that they are estimated
     (t-digest, well within a unit for these measures): an exact median must hold every value
@@ -63,17 +70,41 @@ def segment_statistics(
     )
     columns = f"a.segment_id, count(*) AS n_customers, {per_measure}, avg({FEMALE}) AS female_share"
     misaligned = "count(*) FILTER (WHERE a.customer_id IS DISTINCT FROM c.customer_id)"
-    stats = con.execute(
-        f"SELECT {columns}, {misaligned} AS misaligned "  # noqa: S608 - fixed names
-        "FROM customers c POSITIONAL JOIN segment_assignments a "
-        "GROUP BY a.segment_id ORDER BY a.segment_id"
-    ).df()
-    if stats.pop("misaligned").any():
-        stats = con.execute(
-            f"SELECT {columns} FROM segment_assignments a "  # noqa: S608 - fixed names
-            "JOIN customers c USING (customer_id) GROUP BY a.segment_id ORDER BY a.segment_id"
-        ).df()
+    stats = _records(
+        con.execute(
+            f"SELECT {columns}, {misaligned} AS misaligned "  # noqa: S608 - fixed names
+            "FROM customers c POSITIONAL JOIN segment_assignments a "
+            "GROUP BY a.segment_id ORDER BY a.segment_id"
+        )
+    )
+    if sum(record.pop("misaligned") for record in stats):
+        stats = _records(
+            con.execute(
+                f"SELECT {columns} FROM segment_assignments a "  # noqa: S608 - fixed names
+                "JOIN customers c USING (customer_id) GROUP BY a.segment_id ORDER BY a.segment_id"
+            )
+        )
     return stats, overall
+
+
+def _records(result: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
+    """A query result as one dict per row."""
+    names = [column[0] for column in result.description]
+    return [dict(zip(names, row, strict=True)) for row in result.fetchall()]
+
+
+def named_profiles(
+    stats: Sequence[Mapping[str, Any]], overall: Mapping[str, float], features: Sequence[str]
+) -> list[dict[str, Any]]:
+    """The profiles (``profiling.build_profiles``) of these statistics, as records.
+
+    pandas is imported here, on first use: under `segmentation run` this runs in the
+    pre-started worker (core/workers.py), which has pandas loaded, so the run's own
+    process never imports it (0.3 s).
+    """
+    from segmentation_pipeline.core.profiling import profile_records
+
+    return profile_records(stats, overall, features)
 
 
 def _overall_statistics(con: duckdb.DuckDBPyConnection) -> dict[str, float]:
@@ -84,12 +115,13 @@ def _overall_statistics(con: duckdb.DuckDBPyConnection) -> dict[str, float]:
     change in their last digits from run to run over millions of rows.
     """
     means = ", ".join(f"favg({m}) AS mean_{m}" for m in MEASURES)
-    result = con.execute(
-        f"SELECT count(*) AS n_customers, {means}, avg({FEMALE}) AS female_share "  # noqa: S608
-        "FROM customers"
+    (totals,) = _records(
+        con.execute(
+            f"SELECT count(*) AS n_customers, {means}, avg({FEMALE}) AS female_share "  # noqa: S608
+            "FROM customers"
+        )
     )
-    names = [column[0] for column in result.description]
-    overall = {name: float(value) for name, value in zip(names, result.fetchone(), strict=True)}
+    overall = {name: float(value) for name, value in totals.items()}
     spreads = ", ".join(_spread_around(m, overall[f"mean_{m}"]) for m in MEASURES)
     stds = con.execute(f"SELECT {spreads} FROM customers").fetchone()  # noqa: S608 - fixed names
     overall.update({f"std_{m}": float(std) for m, std in zip(MEASURES, stds, strict=True)})
@@ -110,7 +142,9 @@ def _spread_around(column: str, centre: float) -> str:
     return f"sqrt(greatest(favg({offset} * {offset}) - pow(favg({offset}), 2), 0))"
 
 
-def record_profiles(con: duckdb.DuckDBPyConnection, run_id: str, profiles: pd.DataFrame) -> None:
+def record_profiles(
+    con: duckdb.DuckDBPyConnection, run_id: str, profiles: Sequence[Mapping[str, Any]]
+) -> None:
     """Store this run's profiles and point `customer_segments` at the named assignments."""
     con.execute(
         """CREATE TABLE IF NOT EXISTS segment_profiles (
@@ -122,10 +156,15 @@ def record_profiles(con: duckdb.DuckDBPyConnection, run_id: str, profiles: pd.Da
             z_annual_income DOUBLE, z_spending_score DOUBLE, z_gender DOUBLE)"""
     )
     con.execute("DELETE FROM segment_profiles WHERE run_id = $run_id", {"run_id": run_id})
-    frame = profiles.assign(run_id=run_id)[list(PROFILE_COLUMNS)]
-    con.register("new_profiles", frame)
-    con.execute("INSERT INTO segment_profiles SELECT * FROM new_profiles")
-    con.unregister("new_profiles")
+    placeholders = ", ".join("?" for _ in PROFILE_COLUMNS)
+    con.executemany(
+        f"INSERT INTO segment_profiles ({', '.join(PROFILE_COLUMNS)}) "  # noqa: S608
+        f"VALUES ({placeholders})",
+        [
+            tuple(run_id if name == "run_id" else storable(p[name]) for name in PROFILE_COLUMNS)
+            for p in profiles
+        ],
+    )
     con.execute(
         """CREATE OR REPLACE VIEW customer_segments AS
         SELECT a.customer_id, a.segment_id, p.segment_name, a.distance, a.second_segment_id,

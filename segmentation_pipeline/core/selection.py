@@ -37,7 +37,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
 from segmentation_pipeline.core import workers
 
@@ -204,16 +203,6 @@ def assign_nearest(
         labels[start:stop], distance[start:stop] = block[0], block[1]
         second_labels[start:stop], second_distance[start:stop] = block[2], block[3]
     return labels, distance, second_labels, second_distance
-
-
-def candidates_frame(selection: ModelSelection) -> pd.DataFrame:
-    """The candidate table as a DataFrame (one row per algorithm and k), for storage/report."""
-    rows = [{name: getattr(c, name) for name in CANDIDATE_COLUMNS} for c in selection.candidates]
-    frame = pd.DataFrame(rows, columns=list(CANDIDATE_COLUMNS))
-    frame["k"] = frame["k"].astype("int64")
-    frame["selected"] = frame["selected"].astype(bool)
-    frame["inertia"] = frame["inertia"].astype("float64")
-    return frame
 
 
 def canonical_order(centroids: np.ndarray) -> np.ndarray:

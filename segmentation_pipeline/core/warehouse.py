@@ -10,6 +10,7 @@ that fails or is killed leaves the published file exactly as it was.
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import time
@@ -248,3 +249,9 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(descriptor)
     finally:
         os.close(descriptor)
+
+
+def storable(value: object) -> object:
+    """A Python value as a warehouse table stores it: NaN (a score or statistic that could
+    not be computed) becomes NULL, as pandas' NaN did when tables were written from frames."""
+    return None if isinstance(value, float) and math.isnan(value) else value

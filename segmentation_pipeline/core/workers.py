@@ -1,11 +1,11 @@
-"""A worker server, started early, for the steps that need scikit-learn or matplotlib.
+"""A worker server, started early, for the steps that need scikit-learn, matplotlib or pandas.
 
-Importing scikit-learn and SciPy takes about 1 s and matplotlib about 0.5 s, and a run
-pays it in the model and report steps. `segmentation run` starts this server (Python's
-multiprocessing forkserver) before it imports Dagster: the server imports those modules
-on the machine's other core while this process starts Dagster and ingests, and the model
-search and the report are then computed in processes forked from it, already loaded.
-This process never imports them.
+Importing scikit-learn and SciPy takes about 1 s, matplotlib about 0.5 s and pandas 0.3 s,
+and a run would pay it in the model, profile and report steps. `segmentation run` starts
+this server (Python's multiprocessing forkserver) before it imports Dagster: the server
+imports those modules on the machine's other core while this process starts Dagster and
+ingests, and the model search, the segment names and the report are then computed in
+processes forked from it, already loaded. This process never imports them.
 
 Runs launched elsewhere (the UI, the daemon, tests that materialize in-process) do not
 start the server, and ``call`` then computes in-process, as before. Functions given to
@@ -26,7 +26,8 @@ from segmentation_pipeline.core.forked import fork_available
 
 PRELOADED_MODULES = (
     "segmentation_pipeline.core.model_search",
-    "segmentation_pipeline.core.plots",
+    "segmentation_pipeline.core.plots",  # with the report, its inputs and pandas
+    "segmentation_pipeline.core.profiling",
 )
 
 _Result = TypeVar("_Result")

@@ -9,7 +9,6 @@ from segmentation_pipeline.core.features import FeatureScaling, parse_features, 
 from segmentation_pipeline.core.markdown import value_table
 from segmentation_pipeline.core.selection import (
     CANDIDATE_COLUMNS,
-    candidates_frame,
     count_distinct_sorted,
     sorted_rows,
 )
@@ -138,7 +137,6 @@ def segmentation_model(
             con, run_id, scaling, chosen.centroids, settings.segment_match_distance
         )
         thresholds = outlier_thresholds(sample, chosen.centroids)
-        candidates = candidates_frame(chosen)
         ingest = con.execute(
             "SELECT source, source_sha256, n_customers, n_rejected FROM ingest_runs "
             "WHERE run_id = $run_id",
@@ -146,7 +144,7 @@ def segmentation_model(
         ).fetchone() or (None, None, None, None)
         con.execute("BEGIN TRANSACTION")
         history.record_model(
-            con, run_id, scaling, segment_ids, chosen.centroids, thresholds, candidates
+            con, run_id, scaling, segment_ids, chosen.centroids, thresholds, chosen.candidates
         )
         history.record_run(
             con,

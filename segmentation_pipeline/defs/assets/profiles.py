@@ -1,10 +1,16 @@
 """Segment profiles: statistics, names and marketing recommendations per segment."""
 
+from typing import Any
+
 import dagster as dg
 
+from segmentation_pipeline.core import workers
 from segmentation_pipeline.core.markdown import value_table
-from segmentation_pipeline.core.profiling import build_profiles
-from segmentation_pipeline.core.segment_stats import record_profiles, segment_statistics
+from segmentation_pipeline.core.segment_stats import (
+    named_profiles,
+    record_profiles,
+    segment_statistics,
+)
 from segmentation_pipeline.defs.assets.common import GROUP, TRANSIENT_RETRY
 from segmentation_pipeline.defs.assets.model import customer_segments
 from segmentation_pipeline.defs.resources import WarehouseResource
@@ -40,29 +46,35 @@ def segment_profiles(
             {"run_id": run_id},
         ).fetchone()[0]
         stats, overall = segment_statistics(con)
-        profiles = build_profiles(stats, overall, features)
+        # Named in the pre-started worker under `segmentation run` (pandas already loaded).
+        profiles = workers.call(named_profiles, stats, overall, features)
         con.execute("BEGIN TRANSACTION")
         record_profiles(con, run_id, profiles)
         con.execute("COMMIT")
-    table = profiles[_SHOWN].copy()
-    for column in ("share", "female_share"):
-        table[column] = (table[column] * 100).round(1).astype(str) + " %"
-    for column in ("avg_age", "avg_annual_income", "avg_spending_score"):
-        table[column] = table[column].round(1)
     context.log.info(
-        "Segments: " + "; ".join(f"{r.segment_id} {r.segment_name}" for r in profiles.itertuples())
+        "Segments: " + "; ".join(f"{p['segment_id']} {p['segment_name']}" for p in profiles)
     )
     return dg.MaterializeResult(
         metadata={
             "profiles": dg.MetadataValue.md(
-                value_table(list(table.columns), list(table.itertuples(index=False)))
+                value_table(_SHOWN, [[_shown(p, name) for name in _SHOWN] for p in profiles])
             ),
             "recommendations": dg.MetadataValue.md(
                 "\n".join(
-                    f"- **{r.segment_id} {r.segment_name}**: {r.recommendation}"
-                    for r in profiles.itertuples()
+                    f"- **{p['segment_id']} {p['segment_name']}**: {p['recommendation']}"
+                    for p in profiles
                 )
             ),
             "n_segments": len(profiles),
         }
     )
+
+
+def _shown(profile: dict[str, Any], name: str) -> Any:
+    """A profile value as the UI's table shows it: shares in percent, averages to 0.1."""
+    value = profile[name]
+    if name in ("share", "female_share"):
+        return f"{value * 100:.1f} %"
+    if name.startswith("avg_"):
+        return round(value, 1)
+    return value

@@ -7,8 +7,7 @@ import dagster as dg
 
 from segmentation_pipeline.core import workers
 from segmentation_pipeline.core.markdown import value_table
-from segmentation_pipeline.core.report import render_report, write_report
-from segmentation_pipeline.core.report_inputs import load_report_inputs
+from segmentation_pipeline.core.report_job import SHOWN_PROFILE_COLUMNS, write_run_report
 from segmentation_pipeline.defs.assets.common import GROUP, TRANSIENT_RETRY
 from segmentation_pipeline.defs.assets.publish import published_warehouse
 from segmentation_pipeline.defs.resources import WarehouseResource
@@ -37,24 +36,17 @@ def segment_report(
     """
     run_id = context.run.run_id
     published = warehouse.warehouse
-    con = published.connect_read_only(run_id)
-    try:
-        inputs = load_report_inputs(con, run_id)
-    finally:
-        con.close()
-    # Drawn in the pre-started worker under `segmentation run` (matplotlib already loaded).
-    rendered = workers.call(render_report, inputs)
-    paths = write_report(rendered, reports_dir(published.path), run_id)
-    context.log.info(f"Report written to {paths['html']}")
-    scatter = base64.b64encode(rendered.images["segments"]).decode("ascii")
-    shown = ["segment_id", "segment_name", "n_customers", "recommendation"]
-    profiles = list(inputs.profiles[shown].itertuples(index=False))
+    report = workers.call(write_run_report, published, run_id, reports_dir(published.path))
+    context.log.info(f"Report written to {report.paths['html']}")
+    scatter = base64.b64encode(report.segments_png).decode("ascii")
     return dg.MaterializeResult(
         metadata={
-            "report": dg.MetadataValue.path(str(paths["html"])),
-            "latest": dg.MetadataValue.path(str(paths["latest_html"])),
-            "markdown": dg.MetadataValue.path(str(paths["markdown"])),
+            "report": dg.MetadataValue.path(str(report.paths["html"])),
+            "latest": dg.MetadataValue.path(str(report.paths["latest_html"])),
+            "markdown": dg.MetadataValue.path(str(report.paths["markdown"])),
             "segments": dg.MetadataValue.md(f"![segments](data:image/png;base64,{scatter})"),
-            "profiles": dg.MetadataValue.md(value_table(shown, profiles)),
+            "profiles": dg.MetadataValue.md(
+                value_table(list(SHOWN_PROFILE_COLUMNS), report.profiles)
+            ),
         }
     )
