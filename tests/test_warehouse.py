@@ -152,6 +152,32 @@ def test_read_only_connection_cannot_write(tmp_path):
     assert count(warehouse.path) == 3
 
 
+_PROGRESS_BAR_SETTING = """
+import sys
+from pathlib import Path
+from segmentation_pipeline.core.warehouse import Warehouse
+warehouse = Warehouse(Path(sys.argv[1]))
+reader = warehouse.connect_read_only(sys.argv[2] or None)
+print(reader.execute("SELECT current_setting('enable_progress_bar')").fetchone()[0])
+"""
+
+
+@pytest.mark.parametrize("run_id", ["", "run-2"])
+def test_readers_draw_no_progress_bar_on_standard_output(tmp_path, run_id):
+    # DuckDB draws one on stdout during queries over 2 s (on by default in a plain
+    # process, though not under pytest), so the setting is read in a process of its own.
+    warehouse = Warehouse(tmp_path / "w.duckdb")
+    build(warehouse, "run-1", 3)
+    warehouse.publish("run-1", ["customers"])
+    result = subprocess.run(
+        [sys.executable, "-c", _PROGRESS_BAR_SETTING, str(warehouse.path), run_id],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert result.stdout.strip() == "False"
+
+
 def test_connect_read_only_without_warehouse_says_what_to_do(tmp_path):
     with pytest.raises(FileNotFoundError, match="segmentation run"):
         Warehouse(tmp_path / "none.duckdb").connect_read_only()

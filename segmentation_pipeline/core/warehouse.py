@@ -196,9 +196,17 @@ class Warehouse:
                 time.sleep(0.05 * attempt)
                 continue
             if _file_identity(self.path) == before:
-                return con
+                return _without_progress_bar(con)
             con.close()
-        return duckdb.connect(str(self.path), read_only=True, config=config)
+        return _without_progress_bar(duckdb.connect(str(self.path), read_only=True, config=config))
+
+
+def _without_progress_bar(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+    """The connection with DuckDB's progress bar off: it is on by default and prints to
+    standard output during queries over 2 s (at 100 million customers it was drawn among
+    `segmentation run`'s summary lines, from the report's queries)."""
+    con.execute("SET enable_progress_bar = false")
+    return con
 
 
 def _file_identity(path: Path) -> tuple[int, int, int, int]:
