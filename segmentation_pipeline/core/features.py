@@ -83,9 +83,7 @@ def compute_scaling(con: duckdb.DuckDBPyConnection, features: Sequence[str]) -> 
     sums = ", ".join(f"favg({expression})" for expression in expressions)
     means = tuple(float(v) for v in con.execute(f"SELECT {sums} FROM customers").fetchone())  # noqa: S608
     spreads = ", ".join(
-        f"sqrt(favg(({expression} - CAST({mean!r} AS DOUBLE)) * "
-        f"({expression} - CAST({mean!r} AS DOUBLE))))"
-        for expression, mean in zip(expressions, means, strict=True)
+        spread_sql(expression, mean) for expression, mean in zip(expressions, means, strict=True)
     )
     row = con.execute(f"SELECT {spreads} FROM customers").fetchone()  # noqa: S608 - fixed names
     stds = tuple(float(v) if v is not None else 0.0 for v in row)
@@ -96,6 +94,20 @@ def compute_scaling(con: duckdb.DuckDBPyConnection, features: Sequence[str]) -> 
             "cannot separate segments; leave them out of --features"
         )
     return FeatureScaling(tuple(features), means, stds)
+
+
+def spread_sql(expression: str, centre: float) -> str:
+    """SQL: the population standard deviation of ``expression``, the same on every run.
+
+    The mean squared distance from a fixed ``centre`` less the squared distance of the mean
+    from it. With the centre at or near the values' mean the subtraction loses no meaningful
+    precision, and favg's compensated sums do not depend on the order DuckDB's threads add
+    them in (stddev_pop's do). Works as an aggregate over groups too.
+    """
+    # A DOUBLE constant: a bare 42.04 would be a DECIMAL, and integer columns minus a
+    # DECIMAL are computed in (slow) decimal arithmetic.
+    offset = f"({expression} - CAST({centre!r} AS DOUBLE))"
+    return f"sqrt(greatest(favg({offset} * {offset}) - pow(favg({offset}), 2), 0))"
 
 
 def record_scaling(con: duckdb.DuckDBPyConnection, scaling: FeatureScaling, run_id: str) -> None:

@@ -12,6 +12,7 @@ from typing import Any
 
 import duckdb
 
+from segmentation_pipeline.core.features import spread_sql
 from segmentation_pipeline.core.warehouse import storable
 
 FEMALE = "CASE WHEN lower(trim(gender)) = 'female' THEN 1.0 ELSE 0.0 END"
@@ -65,7 +66,7 @@ def segment_statistics(
     median = "median({})" if n_customers <= exact_median_limit else "approx_quantile({}, 0.5)"
     per_measure = ", ".join(
         f"favg(c.{m}) AS avg_{m}, {median.format(f'c.{m}')} AS median_{m}, "
-        f"{_spread_around(f'c.{m}', overall[f'mean_{m}'])} AS std_{m}"
+        f"{spread_sql(f'c.{m}', overall[f'mean_{m}'])} AS std_{m}"
         for m in MEASURES
     )
     columns = f"a.segment_id, count(*) AS n_customers, {per_measure}, avg({FEMALE}) AS female_share"
@@ -110,8 +111,8 @@ def named_profiles(
 def _overall_statistics(con: duckdb.DuckDBPyConnection) -> dict[str, float]:
     """Count, means, population standard deviations and female share of all customers.
 
-    Means by favg and deviations in a second pass around them, as in
-    ``features.compute_scaling`` and for the same reason: DuckDB's avg and stddev_pop
+    Means by favg and deviations in a second pass around them (``features.spread_sql``),
+    as in ``features.compute_scaling`` and for the same reason: DuckDB's avg and stddev_pop
     change in their last digits from run to run over millions of rows.
     """
     means = ", ".join(f"favg({m}) AS mean_{m}" for m in MEASURES)
@@ -122,24 +123,10 @@ def _overall_statistics(con: duckdb.DuckDBPyConnection) -> dict[str, float]:
         )
     )
     overall = {name: float(value) for name, value in totals.items()}
-    spreads = ", ".join(_spread_around(m, overall[f"mean_{m}"]) for m in MEASURES)
+    spreads = ", ".join(spread_sql(m, overall[f"mean_{m}"]) for m in MEASURES)
     stds = con.execute(f"SELECT {spreads} FROM customers").fetchone()  # noqa: S608 - fixed names
     overall.update({f"std_{m}": float(std) for m, std in zip(MEASURES, stds, strict=True)})
     return overall
-
-
-def _spread_around(column: str, centre: float) -> str:
-    """SQL: the population standard deviation of ``column`` in one pass, run to run stable.
-
-    The mean squared distance from a fixed ``centre`` (the whole base's mean) less the
-    squared distance of the group's mean from it; with the centre near the group's values
-    the subtraction loses no meaningful precision, and favg's compensated sums do not depend
-    on the order DuckDB's threads add them in (stddev_pop's do).
-    """
-    # A DOUBLE constant: a bare 42.04 would be a DECIMAL, and integer columns minus a
-    # DECIMAL are computed in (slow) decimal arithmetic.
-    offset = f"({column} - CAST({centre!r} AS DOUBLE))"
-    return f"sqrt(greatest(favg({offset} * {offset}) - pow(favg({offset}), 2), 0))"
 
 
 def record_profiles(
