@@ -32,7 +32,10 @@ def test_sql_assignment_matches_assign_nearest():
     sample = sample_features(con, scaling, n, seed=0)
     thresholds = outlier_thresholds(sample, centroids)
 
-    assert assign_customers(con, scaling, centroids, ids, thresholds, "run-1") == n
+    written = assign_customers(
+        con, scaling, centroids, ids, thresholds, "run-1", "segment_assignments"
+    )
+    assert written == n
 
     got = con.execute(
         "SELECT a.segment_id, a.distance, a.second_segment_id, a.second_distance, a.is_outlier "
@@ -51,7 +54,7 @@ def test_sql_assignment_matches_assign_nearest():
 
 def _assign_and_read(con, scaling, centroids, ids):  # noqa: ANN001, ANN202 - test helper
     thresholds = np.full(len(ids), np.inf)
-    assign_customers(con, scaling, centroids, ids, thresholds, "run-1")
+    assign_customers(con, scaling, centroids, ids, thresholds, "run-1", "segment_assignments")
     return con.execute(
         "SELECT a.segment_id, a.distance, a.second_segment_id, a.second_distance "
         "FROM segment_assignments a JOIN customers c USING (customer_id) ORDER BY c.customer_id"

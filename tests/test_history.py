@@ -53,3 +53,98 @@ def test_the_next_run_reads_the_previous_centroids_by_segment_id(con) -> None:
     assert previous.segment_ids == (3, 7)  # ascending ids; segment 7 was the first centroid
     np.testing.assert_allclose(previous.centroids, SCALING.to_original(scaled[::-1]))
     assert history.previous_model(con, "run-2", ("age", "spending_score")) is None
+
+
+def _assign(con: duckdb.DuckDBPyConnection, run_id: str, segments: dict[str, int]) -> None:
+    """This run's assignments as the engines write them (every column), and its views."""
+    history.prepare_assignment_history(con, run_id)
+    con.execute(
+        f"CREATE OR REPLACE TABLE {history.assignments_table(run_id)} AS "  # noqa: S608
+        "SELECT $run_id AS run_id, customer_id, segment_id, 1.0::FLOAT AS distance, "
+        "NULL::INTEGER AS second_segment_id, NULL::FLOAT AS second_distance, "
+        "false AS is_outlier FROM (SELECT unnest($ids) AS customer_id, "
+        "unnest($segments)::INTEGER AS segment_id)",
+        {"run_id": run_id, "ids": list(segments), "segments": list(segments.values())},
+    )
+    history.record_run(con, {"run_id": run_id, "features": SCALING.features})
+    history.prune_assignment_history(con, run_id, runs_kept=2)
+    history.define_history_views(con, run_id)
+
+
+def _history(con: duckdb.DuckDBPyConnection) -> list[tuple]:
+    return con.execute(
+        "SELECT run_id, customer_id, segment_id FROM customer_segments_history ORDER BY ALL"
+    ).fetchall()
+
+
+def test_each_run_keeps_its_own_table_and_past_runs_keep_only_ids_and_segments(con) -> None:
+    _assign(con, "run-1", {"a": 1, "b": 2})
+    _assign(con, "run-2", {"a": 2, "c": 1})
+
+    assert history.archived_runs(con) == ["run-1", "run-2"]
+    assert _history(con) == [
+        ("run-1", "a", 1),
+        ("run-1", "b", 2),
+        ("run-2", "a", 2),
+        ("run-2", "c", 1),
+    ]
+    past = con.execute(f"DESCRIBE {history.assignments_table('run-1')}").fetchall()
+    assert [column[0] for column in past] == ["customer_id", "segment_id"]
+    current = con.execute("SELECT run_id, customer_id, distance FROM segment_assignments")
+    assert sorted(current.fetchall()) == [("run-2", "a", 1.0), ("run-2", "c", 1.0)]
+
+
+def test_runs_beyond_the_window_are_dropped_with_their_rows_counted(con) -> None:
+    _assign(con, "run-1", {"a": 1, "b": 2})
+    _assign(con, "run-2", {"a": 2})
+    history.prepare_assignment_history(con, "run-3")
+    con.execute(
+        f"CREATE TABLE {history.assignments_table('run-3')} AS "
+        "SELECT 'run-3' AS run_id, 'a' AS customer_id, 1 AS segment_id"
+    )
+    history.record_run(con, {"run_id": "run-3", "features": SCALING.features})
+
+    assert history.prune_assignment_history(con, "run-3", runs_kept=2) == 2
+    history.define_history_views(con, "run-3")
+    assert history.archived_runs(con) == ["run-2", "run-3"]
+    assert _history(con) == [("run-2", "a", 2), ("run-3", "a", 1)]
+    with pytest.raises(ValueError, match="at least 2"):
+        history.prune_assignment_history(con, "run-3", runs_kept=1)
+
+
+def test_a_single_table_history_from_an_older_warehouse_is_split_per_run(con) -> None:
+    """The layout before per-run tables: one history table and the last run's table."""
+    con.execute(
+        "CREATE TABLE customer_segments_history AS SELECT * FROM (VALUES "
+        "('run-1', 'a', 1), ('run-1', 'b', 2), ('run-2', 'a', 2), ('run-2', 'b', 2)) "
+        "AS t(run_id, customer_id, segment_id)"
+    )
+    con.execute(
+        "CREATE TABLE segment_assignments AS SELECT run_id, customer_id, segment_id, "
+        "1.0::FLOAT AS distance FROM customer_segments_history WHERE run_id = 'run-2'"
+    )
+    con.execute("CREATE TABLE old_run AS SELECT 'run-2' AS run_id")  # any other table stays
+    before = _history(con)
+
+    history.prepare_assignment_history(con, "run-3")
+    history.prepare_assignment_history(con, "run-3")  # a retried step changes nothing
+    history.define_history_views(con, "run-2")
+
+    assert history.archived_runs(con) == ["run-1", "run-2"]
+    assert _history(con) == before
+    kinds = dict(
+        con.execute(
+            "SELECT table_name, table_type FROM information_schema.tables "
+            "WHERE table_schema = 'main'"
+        ).fetchall()
+    )
+    assert kinds["customer_segments_history"] == "VIEW"
+    assert kinds["segment_assignments"] == "VIEW"
+    assert kinds["old_run"] == "BASE TABLE"
+
+
+def test_run_ids_with_quotes_name_their_tables_safely(con) -> None:
+    run_id = """it's "quoted"; DROP TABLE segmentation_runs"""
+    _assign(con, run_id, {"a": 1})
+    assert _history(con) == [(run_id, "a", 1)]
+    assert con.execute("SELECT count(*) FROM segmentation_runs").fetchone() == (1,)

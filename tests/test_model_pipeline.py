@@ -230,5 +230,10 @@ def test_history_keeps_the_configured_window_of_runs(tmp_path, mall_csv):
     assert len(runs) == 3  # run summaries stay for good
     assert set(history.run_id) == set(runs.run_id[-2:])
     assert set(history.n) == {200}
+    tables = query(
+        warehouse,
+        "SELECT table_name FROM duckdb_tables() WHERE schema_name = 'assignment_history'",
+    )
+    assert set(tables.table_name) == set(runs.run_id[-2:])  # the oldest run's table dropped
     latest = query(warehouse, "SELECT count(*) AS n FROM customer_latest_segment")
     assert latest.n[0] == 200

@@ -127,18 +127,15 @@ def table_checksums(warehouse: Path) -> dict[str, str]:
     """A checksum of every table and view, for 'the published warehouse is unchanged'."""
     con = duckdb.connect(str(warehouse), read_only=True)
     try:
-        names = [
-            r[0]
-            for r in con.execute(
-                "SELECT table_name FROM duckdb_tables() UNION ALL "
-                "SELECT view_name FROM duckdb_views() WHERE NOT internal ORDER BY 1"
-            ).fetchall()
-        ]
+        names = con.execute(
+            "SELECT schema_name, table_name FROM duckdb_tables() UNION ALL "
+            "SELECT schema_name, view_name FROM duckdb_views() WHERE NOT internal ORDER BY ALL"
+        ).fetchall()
         return {
-            name: con.execute(
-                f"SELECT count(*) || ':' || coalesce(sum(hash(t)), 0) FROM \"{name}\" t"  # noqa: S608
+            f"{schema}.{name}": con.execute(
+                f'SELECT count(*) || \':\' || coalesce(sum(hash(t)), 0) FROM "{schema}"."{name}" t'  # noqa: S608
             ).fetchone()[0]
-            for name in names
+            for schema, name in names
         }
     finally:
         con.close()

@@ -40,8 +40,9 @@ def assign_customers(
     segment_ids: Sequence[int],
     thresholds: np.ndarray,
     run_id: str,
+    table: str,
 ) -> int:
-    """Write ``segment_assignments`` for every customer; return how many were assigned.
+    """Write every customer's assignment into ``table``; return how many were assigned.
 
     The distances to the k centroids are SQL expressions (k and the number of features are
     small), so DuckDB streams the customers through them in parallel vectors and writes the
@@ -66,7 +67,7 @@ def assign_customers(
     ids = [int(i) for i in segment_ids]
     con.execute(
         f"""
-        CREATE OR REPLACE TABLE segment_assignments AS
+        CREATE OR REPLACE TABLE {table} AS
         WITH scaled AS (SELECT customer_id, {scaling.scaled_columns_sql()} FROM customers),
              measured AS (SELECT customer_id, {columns} FROM scaled),
              first AS (SELECT *, {_first_smallest(distances)} AS i1 FROM measured),
@@ -85,7 +86,7 @@ def assign_customers(
         """,  # noqa: S608 - only numbers and fixed names are formatted in
         {"run_id": run_id},
     )
-    return con.execute("SELECT count(*) FROM segment_assignments").fetchone()[0]
+    return con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # noqa: S608
 
 
 def _first_smallest(values: Sequence[str]) -> str:

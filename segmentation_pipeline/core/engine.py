@@ -64,8 +64,13 @@ class SegmentationEngine(Protocol):
         segment_ids: Sequence[int],
         thresholds: np.ndarray,
         run_id: str,
+        table: str,
     ) -> int:
-        """Write ``segment_assignments`` for every customer; return the count."""
+        """Write every customer's assignment into ``table`` (replaced); return the count.
+
+        Columns: run_id, customer_id, segment_id, distance, second_segment_id,
+        second_distance, is_outlier (see ``assignment.assign_customers``).
+        """
         ...
 
 
@@ -100,8 +105,11 @@ class LocalEngine:
         segment_ids: Sequence[int],
         thresholds: np.ndarray,
         run_id: str,
+        table: str,
     ) -> int:
-        return assignment.assign_customers(con, scaling, centroids, segment_ids, thresholds, run_id)
+        return assignment.assign_customers(
+            con, scaling, centroids, segment_ids, thresholds, run_id, table
+        )
 
 
 def get_engine(

@@ -222,8 +222,8 @@ def _required_row_counts(
         row[0]
         for row in con.execute(
             "SELECT table_name FROM duckdb_tables() WHERE database_name = current_database() "
-            "UNION ALL SELECT view_name FROM duckdb_views() "
-            "WHERE database_name = current_database() AND NOT internal"
+            "AND schema_name = 'main' UNION ALL SELECT view_name FROM duckdb_views() "
+            "WHERE database_name = current_database() AND schema_name = 'main' AND NOT internal"
         ).fetchall()
     }
     missing = [name for name in required_tables if name not in present]

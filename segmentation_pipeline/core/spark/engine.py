@@ -111,8 +111,9 @@ class SparkEngine:
         segment_ids: Sequence[int],
         thresholds: np.ndarray,
         run_id: str,
+        table: str,
     ) -> int:
-        """Nearest and runner-up centroid of every customer in Spark, loaded into DuckDB.
+        """Nearest and runner-up centroid of every customer in Spark, loaded into ``table``.
 
         The same arithmetic as core/assignment.py: FLOAT standardised features, DOUBLE
         squared distances, ties to the lower centroid index, outlier when the distance is
@@ -133,17 +134,17 @@ class SparkEngine:
         )
         assigned.write.mode("overwrite").parquet(hadoop_uri(folder / "assignments"))
         con.execute(
-            """
-            CREATE OR REPLACE TABLE segment_assignments AS
+            f"""
+            CREATE OR REPLACE TABLE {table} AS
             SELECT CAST($run_id AS VARCHAR) AS run_id, customer_id,
                    CAST(segment_id AS INTEGER) AS segment_id, CAST(distance AS FLOAT) AS distance,
                    CAST(second_segment_id AS INTEGER) AS second_segment_id,
                    CAST(second_distance AS FLOAT) AS second_distance, is_outlier
             FROM read_parquet($path)
-            """,
+            """,  # noqa: S608 - the table name is ours
             {"run_id": run_id, "path": parquet_glob(folder / "assignments")},
         )
-        return con.execute("SELECT count(*) FROM segment_assignments").fetchone()[0]
+        return con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]  # noqa: S608
 
     def _customers(self, con: duckdb.DuckDBPyConnection) -> DataFrame:
         """The run's staged customers as a Spark DataFrame.

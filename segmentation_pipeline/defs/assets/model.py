@@ -216,9 +216,10 @@ def customer_segments(
 ) -> dg.MaterializeResult:
     """Every valid customer's segment, distance to its centroid, runner-up and outlier flag.
 
-    Assignment streams through the customers in batches (flat memory at any size). The run's
-    assignments are added to `customer_segments_history` (which keeps the last
-    `history_runs_kept` runs), customers moving between segments
+    Assignment streams through the customers in batches (flat memory at any size), into
+    the run's own table in the `assignment_history` schema, which `segment_assignments`
+    shows and `customer_segments_history` keeps for the last `history_runs_kept` runs
+    (see `core/history.py`). Customers moving between segments
     since the previous run are counted in `segment_migrations`, and the agreement with the
     previous run (adjusted Rand index) goes into `segmentation_runs`.
     """
@@ -238,12 +239,22 @@ def customer_segments(
         segment_ids = [row[0] for row in model]
         centroids = np.array([row[1] for row in model], dtype=np.float64)
         thresholds = np.array([row[2] for row in model], dtype=np.float64)
-        n_assigned = engine.assign(con, scaling, centroids, segment_ids, thresholds, run_id)
+        history.prepare_assignment_history(con, run_id)
+        n_assigned = engine.assign(
+            con,
+            scaling,
+            centroids,
+            segment_ids,
+            thresholds,
+            run_id,
+            history.assignments_table(run_id),
+        )
         con.execute("BEGIN TRANSACTION")
         previous = history.previous_run_id(con, run_id)
+        pruned = history.prune_assignment_history(con, run_id, settings.history_runs_kept)
+        history.define_history_views(con, run_id)
         ari = history.record_assignment_history(con, run_id, previous)
         history.finish_run(con, run_id, n_assigned, ari)
-        pruned = history.prune_assignment_history(con, settings.history_runs_kept)
         con.execute("COMMIT")
         sizes = markdown_preview(
             con,
