@@ -2,7 +2,9 @@
 
 Each repeat is a first run into an empty warehouse (the deterministic case: no history to
 copy, nothing carried over from the previous repeat), recorded on a Dagster instance in a
-scratch DAGSTER_HOME that is created for the input and removed afterwards. Step durations
+scratch DAGSTER_HOME that is created for the input and removed afterwards. Refreshes are
+the nightly case: another run on the same input into the warehouse the last run published,
+so it copies that warehouse, compares with its run and keeps its history. Step durations
 come from the run's own STEP_START / STEP_SUCCESS event timestamps, read back from that
 instance; they are more precise than the CLI's one-second progress lines.
 """
@@ -58,6 +60,9 @@ class PipelineCase:
     engine: str = "local"
     runs: list[ProcessResult] = field(default_factory=list)
     steps: list[StepTimes] = field(default_factory=list)
+    refreshes: list[ProcessResult] = field(default_factory=list)
+    refresh_steps: list[StepTimes] = field(default_factory=list)
+    refresh_warehouse_bytes: list[int] = field(default_factory=list)
     quality: Quality | None = None
     quality_error: str = ""
 
@@ -90,20 +95,35 @@ class PipelineBench:
         """One first run into an empty warehouse; its step times are recorded if it finished."""
         shutil.rmtree(self.warehouse.parent, ignore_errors=True)
         self.warehouse.parent.mkdir(parents=True)
-        result = run_measured(
+        result = self._measured(log_stem)
+        self.case.runs.append(result)
+        self._record_steps(result, self.case.steps)
+        return result
+
+    def refresh_once(self, log_stem: Path) -> ProcessResult:
+        """One more run into the warehouse the last run published (the nightly refresh)."""
+        result = self._measured(log_stem)
+        self.case.refreshes.append(result)
+        self._record_steps(result, self.case.refresh_steps)
+        if result.ok:
+            self.case.refresh_warehouse_bytes.append(self.warehouse.stat().st_size)
+        return result
+
+    def _measured(self, log_stem: Path) -> ProcessResult:
+        return run_measured(
             self.command(),
             self._env(),
             log_stem,
             cwd=REPO_ROOT,
             timeout_seconds=self.timeout_seconds,
         )
-        self.case.runs.append(result)
+
+    def _record_steps(self, result: ProcessResult, into: list[StepTimes]) -> None:
         run_id = _run_id(result)
-        if run_id is not None:
+        if run_id is not None and result.ok:
             steps = read_step_times(self.home, run_id, result)
-            if steps is not None and result.ok:
-                self.case.steps.append(steps)
-        return result
+            if steps is not None:
+                into.append(steps)
 
     def command(self) -> list[str]:
         cli = Path(sys.executable).parent / "segmentation"
@@ -120,7 +140,8 @@ class PipelineBench:
 
     def measure_quality(self) -> None:
         """Quality of the last published run (every repeat is the same deterministic run)."""
-        last = self.case.runs[-1] if self.case.runs else None
+        runs = self.case.refreshes or self.case.runs  # a refresh publishes over the first runs
+        last = runs[-1] if runs else None
         if last is None or not last.ok:
             self.case.quality_error = "no published run to check"
             return

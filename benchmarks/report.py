@@ -51,6 +51,7 @@ def render(
         _header(session),
         _end_to_end(pipeline),
         _steps(pipeline),
+        _refresh(pipeline),
         _quality(pipeline),
         _floor(floor, pipeline),
         _notebook(notebooks, pipeline),
@@ -200,6 +201,73 @@ def _steps(cases: Sequence[PipelineCase]) -> str:
             "`staged_customer_checks` runs the four blocking asset checks in one step, "
             "`segment_drift` the four drift checks. Per-step "
             "medians need not add up exactly to the median wall time.",
+        ]
+    )
+
+
+def _refresh(cases: Sequence[PipelineCase]) -> str:
+    """The nightly case next to the first run: the same input into the last warehouse."""
+    refreshed = [case for case in cases if case.refreshes]
+    if not refreshed:
+        return ""
+    rows = []
+    for case in refreshed:
+        ok = [run for run in case.refreshes if run.ok]
+        failed = len(case.refreshes) - len(ok)
+        first = _median(run.wall_seconds for run in case.ok_runs) if case.ok_runs else None
+        wall = _median(run.wall_seconds for run in ok) if ok else None
+        step = {
+            name: (
+                _median_of(case.refresh_steps, lambda t, n=name: t.seconds.get(n, 0.0)),
+                _median_step(case, name),
+            )
+            for name in ("raw_customers", "customer_segments", "published_warehouse")
+        }
+        sizes = case.refresh_warehouse_bytes
+        rows.append(
+            [
+                case.bench_input.label,
+                f"{case.bench_input.rows:,}",
+                str(len(ok)),
+                _DASH if not ok else ("2" if len(ok) == 1 else f"2–{1 + len(ok)}"),
+                _fmt_opt(wall),
+                _range(run.wall_seconds for run in ok) if ok else _DASH,
+                _fmt_opt(first),
+                f"{wall / first:.2f}x" if wall and first else _DASH,
+                *(f"{_fmt_opt(now)} / {_fmt_opt(before)}" for now, before in step.values()),
+                f"{_median(run.peak_rss_bytes for run in ok) / _MIB:,.0f}" if ok else _DASH,
+                f"{sizes[-1] / _MIB:,.0f}" if sizes else _DASH,
+                "ok" if not failed else f"{failed} failed",
+            ]
+        )
+    headers = [
+        "input",
+        "rows",
+        "refreshes",
+        "runs in the warehouse",
+        "refresh wall (s)",
+        "refresh range (s)",
+        "first-run wall (s)",
+        "refresh / first run",
+        "`raw_customers` (s) refresh / first",
+        "`customer_segments` (s) refresh / first",
+        "`published_warehouse` (s) refresh / first",
+        "peak RSS (MiB)",
+        "warehouse after (MiB)",
+        "status",
+    ]
+    return "\n".join(
+        [
+            "## Nightly refresh: another run into the published warehouse",
+            "",
+            _table(headers, rows),
+            "",
+            "After the first runs of a size, the same command again, each time into the "
+            "warehouse the previous run published: the run copies it into its work file, "
+            "counts the moves against the previous run and keeps every run's assignments as "
+            "history (the default window is 30 runs). *Runs in the warehouse* counts the "
+            "published runs, this one included, across the refreshes. Step columns are "
+            "medians, refresh / first run.",
         ]
     )
 

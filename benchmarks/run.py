@@ -4,6 +4,7 @@ Default: the pipeline at 200 (the real Mall file), 100k and 1M rows, three repea
 the Dagster floor; the notebook baseline at 200, 10k and 20k rows (and the pipeline at
 those sizes too, for the ratio). About ten minutes on a 2-core machine.
 `--quick` is one repeat at 200 and 100k rows; `--large` adds 10M rows (one repeat).
+From 1M rows each size is also refreshed (as many runs, into the last published warehouse).
 `--spark-sizes 1m,10m` also runs the Spark engine (local mode) at those sizes.
 """
 
@@ -43,6 +44,7 @@ QUICK_SIZES = "200,100k"
 DEFAULT_NOTEBOOK_SIZES = "200,10k,20k"
 QUICK_NOTEBOOK_SIZES = "200"
 SINGLE_REPEAT_ROWS = 10_000_000  # one repeat at and above this size: each takes minutes
+REFRESH_MIN_ROWS = 1_000_000  # refreshes (runs into the last published warehouse) from here
 # Sizes at most this big are "light": their repeats are interleaved with the floor's.
 LIGHT_ROWS = 20_000
 LOG_DIR = DATA_DIR / "logs"
@@ -93,10 +95,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                 if item.rows in attempted:
                     bench.notebook_once(item, round_index)
         for item in (inputs[n] for n in pipeline_sizes if n > LIGHT_ROWS):
-            for round_index in range(1 if item.rows >= SINGLE_REPEAT_ROWS else repeats):
+            rounds = range(1 if item.rows >= SINGLE_REPEAT_ROWS else repeats)
+            for round_index in rounds:
                 bench.pipeline_once(item, round_index)
                 if item.rows in attempted:
                     bench.notebook_once(item, round_index)
+            if item.rows >= REFRESH_MIN_ROWS:
+                for round_index in rounds:
+                    bench.refresh_once(item, round_index)
         for item in (inputs[n] for n in spark_sizes):
             for round_index in range(1 if item.rows >= SINGLE_REPEAT_ROWS else repeats):
                 bench.pipeline_once(item, round_index, engine="spark")
@@ -159,6 +165,12 @@ class _Bench:
             bench = self.pipelines[key] = PipelineBench(item, self.timeout_seconds, engine)
         stem = LOG_DIR / f"pipeline-{engine}-{size_label(item.rows)}-{round_index}"
         _report(f"pipeline ({engine}) {item.label} #{round_index + 1}", bench.run_once(stem))
+
+    def refresh_once(self, item: BenchInput, round_index: int) -> None:
+        """A local run into the warehouse that the size's last run published."""
+        bench = self.pipelines[("local", item.rows)]
+        stem = LOG_DIR / f"refresh-local-{size_label(item.rows)}-{round_index}"
+        _report(f"refresh (local) {item.label} #{round_index + 1}", bench.refresh_once(stem))
 
     def notebook_once(self, item: BenchInput, round_index: int) -> None:
         case = self.notebook_case(item)
