@@ -148,3 +148,56 @@ def test_run_ids_with_quotes_name_their_tables_safely(con) -> None:
     _assign(con, run_id, {"a": 1})
     assert _history(con) == [(run_id, "a", 1)]
     assert con.execute("SELECT count(*) FROM segmentation_runs").fetchone() == (1,)
+
+
+def _moves(con: duckdb.DuckDBPyConnection, run_id: str) -> list[tuple]:
+    return con.execute(
+        "SELECT from_segment_id, to_segment_id, n_customers FROM segment_migrations "
+        "WHERE run_id = $run_id ORDER BY from_segment_id NULLS FIRST, to_segment_id NULLS FIRST",
+        {"run_id": run_id},
+    ).fetchall()
+
+
+BEFORE = {f"c{i:03d}": 1 + i % 3 for i in range(50)}
+
+
+@pytest.mark.parametrize(
+    ("now", "by_position"),
+    [
+        # the same customers in the same order, some moved: paired row by row
+        ({c: (s % 3) + 1 if c < "c010" else s for c, s in BEFORE.items()}, True),
+        # new customers appended: still paired row by row
+        ({**BEFORE, "n1": 2, "n2": 3, "n3": 3}, True),
+        # the last customers gone: still paired row by row
+        (dict(list(BEFORE.items())[:45]), True),
+        # the last customers gone and new ones in their places: joined on customer_id
+        ({**dict(list(BEFORE.items())[:45]), "n1": 2, "n2": 3, "n3": 3}, False),
+        # the same customers in another order: joined on customer_id
+        (dict(reversed(BEFORE.items())), False),
+        # a customer gone in the middle, beyond the probed head: joined on customer_id
+        ({c: s for c, s in BEFORE.items() if c != "c030"}, False),
+    ],
+)
+def test_migrations_are_the_same_whether_paired_by_position_or_joined(con, now, by_position):
+    _assign(con, "run-1", BEFORE)
+    _assign(con, "run-2", now)
+    con.execute("BEGIN TRANSACTION")
+    ari = history.record_assignment_history(con, "run-2", "run-1")
+    con.execute("COMMIT")
+
+    expected: dict[tuple, int] = {}
+    for customer in BEFORE.keys() | now.keys():
+        pair = (BEFORE.get(customer), now.get(customer))
+        expected[pair] = expected.get(pair, 0) + 1
+    assert _moves(con, "run-2") == sorted(
+        ((f, t, n) for (f, t), n in expected.items()), key=history._nulls_first
+    )
+    paired = history._moves_by_position(con, "run-1", probe_rows=20)
+    assert (paired is not None) == by_position
+    assert ari is not None and -1.0 <= ari <= 1.0
+
+
+def test_the_first_run_counts_every_customer_as_new(con) -> None:
+    _assign(con, "run-1", {"a": 1, "b": 2, "c": 2})
+    assert history.record_assignment_history(con, "run-1", None) is None
+    assert _moves(con, "run-1") == [(None, 1, 1), (None, 2, 2)]
