@@ -116,8 +116,8 @@ def _matched_previous_ids(
     new: np.ndarray, previous: np.ndarray, previous_ids: list[int], max_distance: float
 ) -> list[int | None]:
     """For each new centroid, the previous id it inherits, or None when it needs a fresh one."""
-    # SciPy's optimiser loads on first use, not with the definitions (about 0.3 s); in a
-    # run, model selection has usually loaded it already.
+    # SciPy's optimiser loads on first use, not with the definitions (about 0.5 s); under
+    # `segmentation run` this runs in a worker that has it loaded already.
     from scipy.optimize import linear_sum_assignment
 
     distances = np.linalg.norm(new[:, None, :] - previous[None, :, :], axis=2)

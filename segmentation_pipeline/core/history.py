@@ -22,6 +22,7 @@ from dataclasses import dataclass
 import duckdb
 import numpy as np
 
+from segmentation_pipeline.core import workers
 from segmentation_pipeline.core.alignment import align_segment_ids, ari_from_contingency
 from segmentation_pipeline.core.features import FeatureScaling
 from segmentation_pipeline.core.selection import CANDIDATE_COLUMNS, Candidate
@@ -114,12 +115,21 @@ def stable_segment_ids(
     centroids_scaled: np.ndarray,
     max_distance: float,
 ) -> list[int]:
-    """Ids for the new centroids: a segment that is still there keeps its id."""
+    """Ids for the new centroids: a segment that is still there keeps its id.
+
+    The matching needs SciPy, which this process does not import under `segmentation
+    run` (0.5 s); the worker server has it loaded (see ``workers``).
+    """
     previous = previous_model(con, run_id, scaling.features)
-    return align_segment_ids(
+    if previous is None:  # nothing to match: fresh ids, no SciPy
+        return align_segment_ids(
+            centroids_scaled, None, None, next_free_segment_id(con), max_distance
+        )
+    return workers.call(
+        align_segment_ids,
         centroids_scaled,
-        scaling.to_scaled(previous.centroids) if previous else None,
-        list(previous.segment_ids) if previous else None,
+        scaling.to_scaled(previous.centroids),
+        list(previous.segment_ids),
         next_free_segment_id(con),
         max_distance,
     )
