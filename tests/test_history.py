@@ -192,8 +192,9 @@ def test_migrations_are_the_same_whether_paired_by_position_or_joined(con, now, 
     assert _moves(con, "run-2") == sorted(
         ((f, t, n) for (f, t), n in expected.items()), key=history._nulls_first
     )
-    paired = history._moves_by_position(con, "run-1", probe_rows=20)
-    assert (paired is not None) == by_position
+    for probe_rows in (20, 1000):  # within the runs, and longer than both
+        paired = history._moves_by_position(con, "run-1", probe_rows=probe_rows)
+        assert (paired is not None) == by_position
     assert ari is not None and -1.0 <= ari <= 1.0
 
 
