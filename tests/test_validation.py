@@ -5,7 +5,11 @@ from __future__ import annotations
 import duckdb
 import pytest
 
-from segmentation_pipeline.core.validation import required_fields_present
+from segmentation_pipeline.core.validation import (
+    ids_strictly_increasing,
+    required_fields_present,
+    unique_customer_ids,
+)
 
 # Text values and whether each counts as missing: only NULL and values that trim to nothing.
 TEXT_VALUES = [
@@ -49,3 +53,27 @@ def test_required_fields_count_null_and_blank_text_as_missing(con, value, missin
     assert outcome.metadata["missing_age"] == 1
     assert outcome.metadata["missing_annual_income"] == 0
     assert not outcome.passed
+
+
+@pytest.mark.parametrize(
+    ("ids", "increasing", "duplicated"),
+    [
+        (["0001", "0002", "0010", "0100"], True, 0),  # sorted: no grouping needed
+        (["0001", "0002", "0002", "0003"], False, 1),  # a repeat next to itself
+        (["0002", "0001", "0003"], False, 0),  # unsorted from the first rows
+        (["0001", "0002", "0003", "0004", "0002"], False, 1),  # unsorted after the probe
+        (["0001", None, "0003"], False, 0),  # a missing id proves nothing
+    ],
+)
+def test_ids_in_increasing_order_skip_the_grouping_and_repeats_are_still_found(
+    ids, increasing, duplicated
+):
+    con = duckdb.connect()
+    con.execute("CREATE TABLE customers (customer_id VARCHAR)")
+    con.executemany("INSERT INTO customers VALUES (?)", [(i,) for i in ids])
+    relation = "SELECT customer_id FROM customers"
+
+    assert ids_strictly_increasing(con, relation, probe_rows=3) is increasing
+    outcome = unique_customer_ids(con)
+    assert outcome.passed is (duplicated == 0)
+    assert outcome.metadata["duplicated_ids"] == duplicated

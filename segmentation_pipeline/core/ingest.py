@@ -32,6 +32,7 @@ from segmentation_pipeline.core.source_file import (
     record_start_lines,
     scan_line_layout,
 )
+from segmentation_pipeline.core.validation import ids_strictly_increasing
 
 # The reader's buffer size, set explicitly. Each buffer becomes one batch of the parallel
 # CREATE TABLE AS, and each batch ends in a partial row group. With DuckDB's default size the
@@ -253,19 +254,24 @@ def _group_duplicate_ids(con: duckdb.DuckDBPyConnection) -> None:
     """Ids on more than one valid row: exact duplicates collapse, conflicting ids are marked.
 
     Candidates are found by grouping on a 64-bit hash of the id (much cheaper than grouping
-    millions of strings); only those few rows are then grouped exactly.
+    millions of strings); only those few rows are then grouped exactly. Ids in increasing
+    order cannot repeat, so a sorted file skips the grouping (the table stays empty).
     """
     value_columns = [c.name for c in CANONICAL_COLUMNS if c.name != "customer_id"]
     firsts = ", ".join(f"min({name}) AS {name}" for name in value_columns)
     differs = " OR ".join(f"min({name}) <> max({name})" for name in value_columns)
+    valid_ids = "SELECT customer_id FROM _staged_rows WHERE rejected_raw IS NULL"
+    candidates = (
+        "false"
+        if ids_strictly_increasing(con, valid_ids)
+        else f"hash(customer_id) IN (SELECT key FROM (SELECT hash(customer_id) AS key "  # noqa: S608
+        f"FROM ({valid_ids})) GROUP BY key HAVING count(*) > 1)"
+    )
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE _duplicate_ids AS
         SELECT customer_id, count(*) AS n_rows, {firsts}, ({differs}) AS conflicting
         FROM _staged_rows
-        WHERE rejected_raw IS NULL AND hash(customer_id) IN (
-            SELECT key FROM (SELECT hash(customer_id) AS key FROM _staged_rows
-                             WHERE rejected_raw IS NULL)
-            GROUP BY key HAVING count(*) > 1)
+        WHERE rejected_raw IS NULL AND {candidates}
         GROUP BY customer_id HAVING count(*) > 1
     """)  # noqa: S608 - generated from the fixed schema
 
