@@ -77,3 +77,16 @@ def test_ids_in_increasing_order_skip_the_grouping_and_repeats_are_still_found(
     outcome = unique_customer_ids(con)
     assert outcome.passed is (duplicated == 0)
     assert outcome.metadata["duplicated_ids"] == duplicated
+
+
+def test_ids_repeated_far_apart_in_many_row_groups_are_found():
+    """Two sorted halves: every neighbour increases except where the second half starts."""
+    con = duckdb.connect(config={"threads": 2})
+    con.execute(
+        "CREATE TABLE customers AS SELECT lpad(CAST(i % 300000 AS VARCHAR), 8, '0') "
+        "AS customer_id FROM range(600000) AS t(i)"
+    )
+    assert not ids_strictly_increasing(con, "SELECT customer_id FROM customers")
+    outcome = unique_customer_ids(con)
+    assert not outcome.passed
+    assert outcome.metadata["duplicated_ids"] == 300000

@@ -32,10 +32,12 @@ def ids_strictly_increasing(
     repeats, and no grouping is needed to prove it.
 
     Exports sorted by a zero-padded id are common. Comparing neighbours took 0.25 s over
-    10 million ids, grouping them 0.83-0.92 s. The neighbours are those of one pass over
-    the rows in whatever order DuckDB reads them; any order in which each row comes once
-    proves distinctness. The first ``probe_rows`` are compared first, so an unsorted file
-    costs almost nothing here. A missing id is never "increasing".
+    10 million ids, grouping them 0.83-0.92 s. ``lag() OVER ()`` gives each row the row
+    before it in one ordering of the whole relation (a single window partition; DuckDB
+    runs it as one streaming pass), and a repeated id in any such ordering forces a step
+    that is not increasing somewhere between its two rows. The first ``probe_rows`` are
+    compared first, so an unsorted file costs almost nothing here. A missing id is never
+    "increasing".
     """
     increasing = (
         "SELECT count(*) FILTER (WHERE customer_id IS NULL OR previous >= customer_id) = 0 "
