@@ -175,7 +175,9 @@ def _steps(cases: Sequence[PipelineCase]) -> str:
             if name not in order:
                 order.append(name)
     order = [n for n in order if n not in (BETWEEN_STEPS, AFTER_RUN)] + [BETWEEN_STEPS, AFTER_RUN]
-    medians = {id(case): {name: _median_step(case, name) for name in order} for case in measured}
+    medians = {
+        id(case): {name: _median_step(case.steps, name) for name in order} for case in measured
+    }
     largest = measured[-1]
     largest_total = sum(v for v in medians[id(largest)].values() if v is not None)
     rows = []
@@ -217,10 +219,7 @@ def _refresh(cases: Sequence[PipelineCase]) -> str:
         first = _median(run.wall_seconds for run in case.ok_runs) if case.ok_runs else None
         wall = _median(run.wall_seconds for run in ok) if ok else None
         step = {
-            name: (
-                _median_of(case.refresh_steps, lambda t, n=name: t.seconds.get(n, 0.0)),
-                _median_step(case, name),
-            )
+            name: (_median_step(case.refresh_steps, name), _median_step(case.steps, name))
             for name in ("raw_customers", "customer_segments", "published_warehouse")
         }
         sizes = case.refresh_warehouse_bytes
@@ -534,8 +533,8 @@ def _median_of(steps: Sequence[StepTimes], part: Callable[[StepTimes], float]) -
     return _median(part(t) for t in steps) if steps else None
 
 
-def _median_step(case: PipelineCase, name: str) -> float | None:
-    values = [steps.seconds[name] for steps in case.steps if name in steps.seconds]
+def _median_step(steps: Sequence[StepTimes], name: str) -> float | None:
+    values = [times.seconds[name] for times in steps if name in times.seconds]
     return statistics.median(values) if values else None
 
 

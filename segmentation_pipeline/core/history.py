@@ -234,27 +234,23 @@ def _table_type(con: duckdb.DuckDBPyConnection, name: str) -> str | None:
 
 
 def _convert_single_table_history(con: duckdb.DuckDBPyConnection) -> None:
-    """Split an older warehouse's history tables into one table per run (once)."""
-    if _table_type(con, "customer_segments_history") == "BASE TABLE":
-        runs = con.execute(
-            "SELECT DISTINCT run_id FROM customer_segments_history ORDER BY run_id"
-        ).fetchall()
+    """Split an older warehouse's history tables into one table per run (once).
+
+    The single ``customer_segments_history`` table holds every kept run; the
+    ``segment_assignments`` table the last one (already in the history, unless the history
+    was lost). A run that already has its table keeps it.
+    """
+    for legacy in ("customer_segments_history", "segment_assignments"):
+        if _table_type(con, legacy) != "BASE TABLE":
+            continue
+        runs = con.execute(f"SELECT DISTINCT run_id FROM {legacy} ORDER BY run_id").fetchall()  # noqa: S608
         for (run,) in runs:
             con.execute(
                 f"CREATE TABLE IF NOT EXISTS {assignments_table(run)} AS "  # noqa: S608
-                "SELECT customer_id, segment_id FROM customer_segments_history "
-                "WHERE run_id = $run_id",
+                f"SELECT customer_id, segment_id FROM {legacy} WHERE run_id = $run_id",
                 {"run_id": run},
             )
-        con.execute("DROP TABLE customer_segments_history")
-    if _table_type(con, "segment_assignments") == "BASE TABLE":
-        for (run,) in con.execute("SELECT DISTINCT run_id FROM segment_assignments").fetchall():
-            con.execute(
-                f"CREATE TABLE IF NOT EXISTS {assignments_table(run)} AS "  # noqa: S608
-                "SELECT customer_id, segment_id FROM segment_assignments WHERE run_id = $run_id",
-                {"run_id": run},
-            )
-        con.execute("DROP TABLE segment_assignments")
+        con.execute(f"DROP TABLE {legacy}")
 
 
 def define_history_views(con: duckdb.DuckDBPyConnection, run_id: str) -> None:
