@@ -9,6 +9,7 @@ import pytest
 from segmentation_pipeline.core import history
 from segmentation_pipeline.core.features import FeatureScaling
 from segmentation_pipeline.core.selection import Candidate
+from segmentation_pipeline.core.views import create_views
 
 SCALING = FeatureScaling(("annual_income", "spending_score"), (60.0, 50.0), (25.0, 25.0))
 
@@ -55,9 +56,9 @@ def test_the_next_run_reads_the_previous_centroids_by_segment_id(con) -> None:
     assert history.previous_model(con, "run-2", ("age", "spending_score")) is None
 
 
-def _assign(con: duckdb.DuckDBPyConnection, run_id: str, segments: dict[str, int]) -> None:
-    """This run's assignments as the engines write them (every column), and its views."""
-    history.prepare_assignment_history(con, run_id)
+def _write(con: duckdb.DuckDBPyConnection, run_id: str, segments: dict[str, int]) -> None:
+    """This run's assignments as the engines write them (every column), in this order."""
+    history.prepare_assignment_history(con)
     con.execute(
         f"CREATE OR REPLACE TABLE {history.assignments_table(run_id)} AS "  # noqa: S608
         "SELECT $run_id AS run_id, customer_id, segment_id, 1.0::FLOAT AS distance, "
@@ -67,7 +68,16 @@ def _assign(con: duckdb.DuckDBPyConnection, run_id: str, segments: dict[str, int
         {"run_id": run_id, "ids": list(segments), "segments": list(segments.values())},
     )
     history.record_run(con, {"run_id": run_id, "features": SCALING.features})
-    history.prune_assignment_history(con, run_id, runs_kept=2)
+
+
+def _assign(
+    con: duckdb.DuckDBPyConnection, run_id: str, segments: dict[str, int], runs_kept: int = 2
+) -> None:
+    """A run's assignments written and recorded in the history as `customer_segments` does."""
+    _write(con, run_id, segments)
+    history.record_assignment_history(con, run_id, history.previous_run_id(con, run_id))
+    history.prune_assignment_history(con, run_id, runs_kept=runs_kept)
+    history.key_past_runs(con, run_id)
     history.define_history_views(con, run_id)
 
 
@@ -77,7 +87,7 @@ def _history(con: duckdb.DuckDBPyConnection) -> list[tuple]:
     ).fetchall()
 
 
-def test_each_run_keeps_its_own_table_and_past_runs_keep_only_ids_and_segments(con) -> None:
+def test_each_run_keeps_its_own_table_and_past_runs_keep_only_keys_and_segments(con) -> None:
     _assign(con, "run-1", {"a": 1, "b": 2})
     _assign(con, "run-2", {"a": 2, "c": 1})
 
@@ -89,7 +99,8 @@ def test_each_run_keeps_its_own_table_and_past_runs_keep_only_ids_and_segments(c
         ("run-2", "c", 1),
     ]
     past = con.execute(f"DESCRIBE {history.assignments_table('run-1')}").fetchall()
-    assert [column[0] for column in past] == ["customer_id", "segment_id"]
+    assert [column[0] for column in past] == ["customer_key", "segment_id"]
+    assert history.history_row_count(con) == 4
     current = con.execute("SELECT run_id, customer_id, distance FROM segment_assignments")
     assert sorted(current.fetchall()) == [("run-2", "a", 1.0), ("run-2", "c", 1.0)]
 
@@ -97,7 +108,7 @@ def test_each_run_keeps_its_own_table_and_past_runs_keep_only_ids_and_segments(c
 def test_runs_beyond_the_window_are_dropped_with_their_rows_counted(con) -> None:
     _assign(con, "run-1", {"a": 1, "b": 2})
     _assign(con, "run-2", {"a": 2})
-    history.prepare_assignment_history(con, "run-3")
+    history.prepare_assignment_history(con)
     con.execute(
         f"CREATE TABLE {history.assignments_table('run-3')} AS "
         "SELECT 'run-3' AS run_id, 'a' AS customer_id, 1 AS segment_id"
@@ -126,8 +137,11 @@ def test_a_single_table_history_from_an_older_warehouse_is_split_per_run(con) ->
     con.execute("CREATE TABLE old_run AS SELECT 'run-2' AS run_id")  # any other table stays
     before = _history(con)
 
-    history.prepare_assignment_history(con, "run-3")
-    history.prepare_assignment_history(con, "run-3")  # a retried step changes nothing
+    history.prepare_assignment_history(con)
+    history.prepare_assignment_history(con)  # a retried step changes nothing
+    history.define_history_views(con, "run-2")
+    assert _history(con) == before
+    history.key_past_runs(con, "run-2")
     history.define_history_views(con, "run-2")
 
     assert history.archived_runs(con) == ["run-1", "run-2"]
@@ -145,9 +159,11 @@ def test_a_single_table_history_from_an_older_warehouse_is_split_per_run(con) ->
 
 def test_run_ids_with_quotes_name_their_tables_safely(con) -> None:
     run_id = """it's "quoted"; DROP TABLE segmentation_runs"""
-    _assign(con, run_id, {"a": 1})
-    assert _history(con) == [(run_id, "a", 1)]
-    assert con.execute("SELECT count(*) FROM segmentation_runs").fetchone() == (1,)
+    _assign(con, "run-1", {"b": 1}, runs_kept=3)
+    _assign(con, run_id, {"a": 1}, runs_kept=3)
+    _assign(con, "run-2", {"a": 2}, runs_kept=3)  # keys the quoted run's table, by a join
+    assert _history(con) == [(run_id, "a", 1), ("run-1", "b", 1), ("run-2", "a", 2)]
+    assert con.execute("SELECT count(*) FROM segmentation_runs").fetchone() == (3,)
 
 
 def _moves(con: duckdb.DuckDBPyConnection, run_id: str) -> list[tuple]:
@@ -180,7 +196,7 @@ BEFORE = {f"c{i:03d}": 1 + i % 3 for i in range(50)}
 )
 def test_migrations_are_the_same_whether_paired_by_position_or_joined(con, now, by_position):
     _assign(con, "run-1", BEFORE)
-    _assign(con, "run-2", now)
+    _write(con, "run-2", now)
     con.execute("BEGIN TRANSACTION")
     ari = history.record_assignment_history(con, "run-2", "run-1")
     con.execute("COMMIT")
@@ -189,16 +205,57 @@ def test_migrations_are_the_same_whether_paired_by_position_or_joined(con, now, 
     for customer in BEFORE.keys() | now.keys():
         pair = (BEFORE.get(customer), now.get(customer))
         expected[pair] = expected.get(pair, 0) + 1
-    assert _moves(con, "run-2") == sorted(
-        ((f, t, n) for (f, t), n in expected.items()), key=history._nulls_first
-    )
+    expected_moves = sorted(((f, t, n) for (f, t), n in expected.items()), key=history._nulls_first)
+    assert _moves(con, "run-2") == expected_moves
     for probe_rows in (20, 1000):  # within the runs, and longer than both
-        paired = history._moves_by_position(con, "run-1", probe_rows=probe_rows)
+        paired = history._moves_by_position(con, "run-2", "run-1", probe_rows=probe_rows)
         assert (paired is not None) == by_position
     assert ari is not None and -1.0 <= ari <= 1.0
+
+    # a retry after the previous run was stored against keys joins through the keys
+    history.key_past_runs(con, "run-2")
+    assert history._moves_by_position(con, "run-2", "run-1") is None
+    assert history.record_assignment_history(con, "run-2", "run-1") == ari
+    assert _moves(con, "run-2") == expected_moves
 
 
 def test_the_first_run_counts_every_customer_as_new(con) -> None:
     _assign(con, "run-1", {"a": 1, "b": 2, "c": 2})
     assert history.record_assignment_history(con, "run-1", None) is None
     assert _moves(con, "run-1") == [(None, 1, 1), (None, 2, 2)]
+
+
+def test_the_analyst_views_read_the_latest_two_runs_only(con) -> None:
+    con.execute(
+        "CREATE TABLE segment_profiles AS SELECT run_id, segment_id, "
+        "'segment ' || segment_id AS segment_name, 1 AS n_customers, 0.5 AS share "
+        "FROM (VALUES ('run-1'), ('run-2'), ('run-3')) r(run_id), range(1, 4) s(segment_id)"
+    )
+    con.execute(
+        "CREATE TABLE customers AS SELECT unnest(['a', 'b', 'c']) AS customer_id, "
+        "'Female' AS gender, 30 AS age, 50.0 AS annual_income, 50 AS spending_score"
+    )
+    _assign(con, "run-1", {"a": 1, "b": 1, "c": 1}, runs_kept=3)
+    _assign(con, "run-2", {"a": 1, "b": 2, "c": 3}, runs_kept=3)
+    _assign(con, "run-3", {"a": 2, "b": 2, "c": 1}, runs_kept=3)
+    con.execute("UPDATE segmentation_runs SET previous_run_id = 'run-2' WHERE run_id = 'run-3'")
+    create_views(con)
+
+    changes = con.execute(
+        "SELECT customer_id, from_segment_id, to_segment_id, previous_run_id, run_id "
+        "FROM segment_changes_last_run ORDER BY customer_id"
+    ).fetchall()
+    assert changes == [("a", 1, 2, "run-2", "run-3"), ("c", 3, 1, "run-2", "run-3")]
+    latest = con.execute(
+        "SELECT customer_id, segment_id, segment_name, run_id FROM customer_latest_segment "
+        "ORDER BY customer_id"
+    ).fetchall()
+    assert latest == [
+        ("a", 2, "segment 2", "run-3"),
+        ("b", 2, "segment 2", "run-3"),
+        ("c", 1, "segment 1", "run-3"),
+    ]
+    for view in ("segment_changes_last_run", "customer_latest_segment"):
+        explained = con.execute(f"EXPLAIN SELECT * FROM {view}").fetchall()  # noqa: S608
+        plan = "\n".join(row[1] for row in explained)
+        assert "run-1" not in plan, view  # the oldest run's table is not read

@@ -12,6 +12,8 @@ Each run's assignments are written once, into their own table in the
 a view over all the kept tables. Copying every run's assignments into one history table
 took 1.4 s of a 10-million-customer run; keeping a run is now free, and dropping an old
 one is a DROP TABLE instead of a DELETE from a table of hundreds of millions of rows.
+Once a run is no longer the current one, its table keeps only integer customer keys and
+segment ids (see ``history_keys``): a tenth of the size, which every later run copies.
 """
 
 from __future__ import annotations
@@ -22,15 +24,14 @@ from dataclasses import dataclass
 import duckdb
 import numpy as np
 
-from segmentation_pipeline.core import workers
+from segmentation_pipeline.core import history_keys, workers
 from segmentation_pipeline.core.alignment import align_segment_ids, ari_from_contingency
 from segmentation_pipeline.core.features import FeatureScaling
 from segmentation_pipeline.core.selection import CANDIDATE_COLUMNS, Candidate
+from segmentation_pipeline.core.sql_text import identifier, literal
 from segmentation_pipeline.core.warehouse import storable
 
 ASSIGNMENT_HISTORY_SCHEMA = "assignment_history"
-# What a past run's table keeps; the current run's has distances and outlier flags too.
-HISTORY_COLUMNS = ("customer_id", "segment_id")
 
 HISTORY_DDL = (
     """CREATE TABLE IF NOT EXISTS segmentation_runs (
@@ -173,31 +174,49 @@ def record_model(
 
 def assignments_table(run_id: str) -> str:
     """The qualified name of the table holding ``run_id``'s assignments."""
-    return f"{ASSIGNMENT_HISTORY_SCHEMA}.{_identifier(run_id)}"
+    return f"{ASSIGNMENT_HISTORY_SCHEMA}.{identifier(run_id)}"
 
 
-def prepare_assignment_history(con: duckdb.DuckDBPyConnection, run_id: str) -> None:
-    """Make the history ready for ``run_id``'s assignments; idempotent, one transaction.
+def prepare_assignment_history(con: duckdb.DuckDBPyConnection) -> None:
+    """Make the history ready for a run's assignments; idempotent, one transaction.
 
-    Past runs' tables keep only ``HISTORY_COLUMNS`` (dropping columns rewrites nothing,
-    and the blocks are freed at the next checkpoint). A warehouse written before the
-    history had one table per run (one ``customer_segments_history`` table and a
-    ``segment_assignments`` table) is converted, once, without losing a run.
+    A warehouse written before the history had one table per run (one
+    ``customer_segments_history`` table and a ``segment_assignments`` table) is converted,
+    once, without losing a run.
     """
     con.execute("BEGIN TRANSACTION")
     try:
         con.execute(f"CREATE SCHEMA IF NOT EXISTS {ASSIGNMENT_HISTORY_SCHEMA}")
         _convert_single_table_history(con)
-        for run in archived_runs(con):
-            if run == run_id:
-                continue
-            for column in _columns(con, run):
-                if column not in HISTORY_COLUMNS:
-                    con.execute(f"ALTER TABLE {assignments_table(run)} DROP COLUMN {column}")
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")
         raise
+
+
+def key_past_runs(con: duckdb.DuckDBPyConnection, run_id: str) -> int:
+    """Store every run but ``run_id`` against customer keys (see ``history_keys``).
+
+    Only the previous run needs it on a nightly run; older ones were keyed by the runs
+    after them, and a run interrupted before this point is keyed by the next. Then
+    deletes keys no kept run uses any more, when there are many; returns how many.
+    """
+    keyed = []
+    for run in archived_runs(con):
+        if run == run_id:
+            continue
+        if not history_keys.is_keyed(_columns(con, run)):
+            history_keys.key_run(con, ASSIGNMENT_HISTORY_SCHEMA, run)
+        keyed.append(assignments_table(run))
+    return history_keys.drop_unused_keys(con, keyed)
+
+
+def history_row_count(con: duckdb.DuckDBPyConnection) -> int:
+    """Rows of ``customer_segments_history``, from its tables (the view joins the keys)."""
+    return sum(
+        con.execute(f"SELECT count(*) FROM {assignments_table(run)}").fetchone()[0]  # noqa: S608
+        for run in archived_runs(con)
+    )
 
 
 def archived_runs(con: duckdb.DuckDBPyConnection) -> list[str]:
@@ -263,8 +282,8 @@ def define_history_views(con: duckdb.DuckDBPyConnection, run_id: str) -> None:
     this_run = assignments_table(run_id)
     con.execute(f"CREATE OR REPLACE VIEW segment_assignments AS SELECT * FROM {this_run}")  # noqa: S608
     branches = [
-        f"SELECT CAST({_literal(run)} AS VARCHAR) AS run_id, customer_id, segment_id "  # noqa: S608
-        f"FROM {assignments_table(run)}"
+        f"SELECT CAST({literal(run)} AS VARCHAR) AS run_id, customer_id, segment_id "  # noqa: S608
+        f"FROM ({_customer_segments(con, run)})"
         for run in archived_runs(con)
     ]
     con.execute(
@@ -272,20 +291,31 @@ def define_history_views(con: duckdb.DuckDBPyConnection, run_id: str) -> None:
     )
 
 
+def _customer_segments(con: duckdb.DuckDBPyConnection, run: str) -> str:
+    """A query of ``run``'s customer_id and segment_id, whether keyed or not."""
+    table = assignments_table(run)
+    if history_keys.is_keyed(_columns(con, run)):
+        return history_keys.branch(table)
+    return f"SELECT customer_id, segment_id FROM {table}"  # noqa: S608
+
+
 def record_assignment_history(
     con: duckdb.DuckDBPyConnection, run_id: str, previous: str | None
 ) -> float | None:
     """Count this run's migrations from the previous run; return ARI against it.
 
-    Expects ``define_history_views`` for this run (the history view holds its assignments).
+    Reads both runs' tables, so call it once ``run_id``'s table is written.
     """
     con.execute("DELETE FROM segment_migrations WHERE run_id = $run_id", {"run_id": run_id})
-    if previous is None:  # every customer is new: no join with an earlier run
+    if previous is None or previous not in archived_runs(con):  # every customer is new
         moves = con.execute(
-            "SELECT NULL, segment_id, count(*) FROM segment_assignments GROUP BY segment_id"
+            f"SELECT NULL, segment_id, count(*) FROM {assignments_table(run_id)} "  # noqa: S608
+            "GROUP BY segment_id"
         ).fetchall()
     else:
-        moves = _moves_by_position(con, previous) or _moves_by_customer_id(con, previous)
+        moves = _moves_by_position(con, run_id, previous) or _moves_by_customer_id(
+            con, run_id, previous
+        )
     con.executemany(
         "INSERT INTO segment_migrations VALUES (?, ?, ?, ?, ?)",
         [
@@ -305,23 +335,19 @@ def record_assignment_history(
 
 
 def _moves_by_customer_id(
-    con: duckdb.DuckDBPyConnection, previous: str
+    con: duckdb.DuckDBPyConnection, run_id: str, previous: str
 ) -> list[tuple[int | None, int | None, int]]:
     """(from, to, customers) over every customer of either run (NULL: not in that run)."""
     return con.execute(
-        """
-        SELECT before.segment_id, now.segment_id, count(*)
-        FROM (SELECT customer_id, segment_id FROM segment_assignments) AS now
-        FULL OUTER JOIN (SELECT customer_id, segment_id FROM customer_segments_history
-                         WHERE run_id = $previous) AS before USING (customer_id)
-        GROUP BY ALL
-        """,
-        {"previous": previous},
+        "SELECT before.segment_id, now.segment_id, count(*) "  # noqa: S608
+        f"FROM ({_customer_segments(con, run_id)}) AS now "
+        f"FULL OUTER JOIN ({_customer_segments(con, previous)}) AS before USING (customer_id) "
+        "GROUP BY ALL"
     ).fetchall()
 
 
 def _moves_by_position(
-    con: duckdb.DuckDBPyConnection, previous: str, probe_rows: int = 1000
+    con: duckdb.DuckDBPyConnection, run_id: str, previous: str, probe_rows: int = 1000
 ) -> list[tuple[int | None, int | None, int]] | None:
     """The moves, when both runs list their customers in the same order; else None.
 
@@ -331,14 +357,16 @@ def _moves_by_position(
     whose ids differ, so the result is used only when there are none; the shorter run is
     padded with NULLs, which are exactly its missing customers, since ids are unique in a
     run. The first ``probe_rows`` are compared first (padding aside), so that a
-    reordered file costs almost nothing here.
+    reordered file costs almost nothing here. A previous run already stored against keys
+    (a run interrupted after keying) is left to the join.
     """
-    if previous not in archived_runs(con):
+    if history_keys.is_keyed(_columns(con, previous)):
         return None
+    now = assignments_table(run_id)
     before = assignments_table(previous)
     head = con.execute(
         "SELECT count(*) FILTER (WHERE now.customer_id <> before.customer_id) "  # noqa: S608
-        f"FROM (SELECT customer_id FROM segment_assignments LIMIT {int(probe_rows)}) now "
+        f"FROM (SELECT customer_id FROM {now} LIMIT {int(probe_rows)}) now "
         f"POSITIONAL JOIN (SELECT customer_id FROM {before} LIMIT {int(probe_rows)}) before"
     ).fetchone()[0]
     if head:
@@ -346,7 +374,7 @@ def _moves_by_position(
     rows = con.execute(
         "SELECT before.segment_id, now.segment_id, count(*), "  # noqa: S608
         "count(*) FILTER (WHERE now.customer_id <> before.customer_id) "
-        f"FROM segment_assignments now POSITIONAL JOIN {before} before GROUP BY ALL"
+        f"FROM {now} now POSITIONAL JOIN {before} before GROUP BY ALL"
     ).fetchall()
     if any(misaligned for *_, misaligned in rows):
         return None
@@ -388,16 +416,6 @@ def prune_assignment_history(con: duckdb.DuckDBPyConnection, run_id: str, runs_k
             ).fetchone()[0]
             con.execute(f"DROP TABLE {assignments_table(run)}")
     return dropped
-
-
-def _identifier(name: str) -> str:
-    """``name`` as a quoted SQL identifier (run ids contain hyphens)."""
-    return '"' + name.replace('"', '""') + '"'
-
-
-def _literal(text: str) -> str:
-    """``text`` as a SQL string literal."""
-    return "'" + text.replace("'", "''") + "'"
 
 
 def record_run(con: duckdb.DuckDBPyConnection, run: dict[str, object]) -> None:

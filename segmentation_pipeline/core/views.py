@@ -4,12 +4,16 @@ They are created in the run's work database just before it is published, so a pu
 warehouse always carries view definitions that match its tables. Views store no data:
 they read the history tables at query time, and "latest run" means the run with the
 newest `finished_at` in `segmentation_runs` (every run in a published file is a
-published run; failed runs never reach it).
+published run; failed runs never reach it). The latest run is the one publishing the
+file, so its assignments are `segment_assignments`; the run before it is named in the
+view's text, so that DuckDB reads that run's table alone, not the whole history.
 """
 
 from __future__ import annotations
 
 import duckdb
+
+from segmentation_pipeline.core.sql_text import literal
 
 # In creation order: later views read the earlier ones.
 VIEWS: dict[str, str] = {
@@ -20,11 +24,10 @@ VIEWS: dict[str, str] = {
     "customer_latest_segment": """
         SELECT h.customer_id, h.segment_id, p.segment_name, c.gender, c.age,
                c.annual_income, c.spending_score, h.run_id, r.finished_at
-        FROM customer_segments_history h
+        FROM segment_assignments h
         JOIN segmentation_runs r USING (run_id)
         LEFT JOIN segment_profiles p USING (run_id, segment_id)
-        LEFT JOIN customers c USING (customer_id)
-        WHERE h.run_id = (SELECT run_id FROM latest_segmentation_run)""",
+        LEFT JOIN customers c USING (customer_id)""",
     # Size and share of every segment in every run, oldest run first.
     "segment_sizes_by_run": """
         SELECT dense_rank() OVER (ORDER BY r.finished_at, r.run_id) AS run_number,
@@ -38,8 +41,8 @@ VIEWS: dict[str, str] = {
                now_.segment_id AS to_segment_id, p_now.segment_name AS to_segment_name,
                latest.previous_run_id, latest.run_id
         FROM latest_segmentation_run latest
-        JOIN customer_segments_history now_ ON now_.run_id = latest.run_id
-        JOIN customer_segments_history before
+        JOIN segment_assignments now_ ON now_.run_id = latest.run_id
+        JOIN (SELECT * FROM customer_segments_history WHERE run_id = {previous_run}) before
           ON before.run_id = latest.previous_run_id AND before.customer_id = now_.customer_id
         LEFT JOIN segment_profiles p_now
           ON p_now.run_id = now_.run_id AND p_now.segment_id = now_.segment_id
@@ -55,10 +58,15 @@ def create_views(con: duckdb.DuckDBPyConnection) -> list[str]:
     All-or-nothing, so a published file never has half of the views from one version of
     this module and half from another.
     """
+    row = con.execute(
+        "SELECT previous_run_id FROM segmentation_runs ORDER BY finished_at DESC, run_id LIMIT 1"
+    ).fetchone()
+    previous_run = literal(row[0]) if row and row[0] is not None else "NULL"
     con.execute("BEGIN TRANSACTION")
     try:
         for name, query in VIEWS.items():
-            con.execute(f"CREATE OR REPLACE VIEW {name} AS {query}")
+            text = query.replace("{previous_run}", previous_run)
+            con.execute(f"CREATE OR REPLACE VIEW {name} AS {text}")
         con.execute("COMMIT")
     except BaseException:
         con.execute("ROLLBACK")

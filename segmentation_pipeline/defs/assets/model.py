@@ -219,9 +219,10 @@ def customer_segments(
     Assignment streams through the customers in batches (flat memory at any size), into
     the run's own table in the `assignment_history` schema, which `segment_assignments`
     shows and `customer_segments_history` keeps for the last `history_runs_kept` runs
-    (see `core/history.py`). Customers moving between segments
-    since the previous run are counted in `segment_migrations`, and the agreement with the
-    previous run (adjusted Rand index) goes into `segmentation_runs`.
+    (see `core/history.py`). Customers moving between segments since the previous run are
+    counted in `segment_migrations`, and the agreement with the previous run (adjusted
+    Rand index) goes into `segmentation_runs`; then the previous run's table is stored
+    against integer customer keys, a tenth of its size (`core/history_keys.py`).
     """
     run_id = context.run.run_id
     engine = engine_for(settings)
@@ -239,7 +240,7 @@ def customer_segments(
         segment_ids = [row[0] for row in model]
         centroids = np.array([row[1] for row in model], dtype=np.float64)
         thresholds = np.array([row[2] for row in model], dtype=np.float64)
-        history.prepare_assignment_history(con, run_id)
+        history.prepare_assignment_history(con)
         n_assigned = engine.assign(
             con,
             scaling,
@@ -251,9 +252,10 @@ def customer_segments(
         )
         con.execute("BEGIN TRANSACTION")
         previous = history.previous_run_id(con, run_id)
-        pruned = history.prune_assignment_history(con, run_id, settings.history_runs_kept)
-        history.define_history_views(con, run_id)
         ari = history.record_assignment_history(con, run_id, previous)
+        pruned = history.prune_assignment_history(con, run_id, settings.history_runs_kept)
+        history.key_past_runs(con, run_id)
+        history.define_history_views(con, run_id)
         history.finish_run(con, run_id, n_assigned, ari)
         con.execute("COMMIT")
         sizes = markdown_preview(

@@ -3,6 +3,7 @@
 import dagster as dg
 
 from segmentation_pipeline.core.errors import PublishError
+from segmentation_pipeline.core.history import history_row_count
 from segmentation_pipeline.core.validation import run_is_complete
 from segmentation_pipeline.core.views import create_views
 from segmentation_pipeline.defs.assets.common import GROUP, TRANSIENT_RETRY
@@ -38,6 +39,7 @@ def published_warehouse(
     with warehouse.work_connection(run_id) as con:
         complete = run_is_complete(con, run_id)
         views = create_views(con) if complete.passed else []  # analysts' views, see core/views
+        history_rows = history_row_count(con)
     if not complete.passed:
         raise dg.Failure(
             description=f"not published, the results are incomplete: {complete.description}. "
@@ -45,7 +47,9 @@ def published_warehouse(
             allow_retries=False,
         )
     try:
-        result = warehouse.warehouse.publish(run_id, PUBLISHED_TABLES)
+        result = warehouse.warehouse.publish(
+            run_id, PUBLISHED_TABLES, {"customer_segments_history": history_rows}
+        )
     except PublishError as error:
         raise dg.Failure(description=str(error), allow_retries=False) from None
     context.log.info(f"Published {result.path} ({result.size_bytes:,} bytes).")
