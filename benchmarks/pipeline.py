@@ -4,7 +4,9 @@ Each repeat is a first run into an empty warehouse (the deterministic case: no h
 copy, nothing carried over from the previous repeat), recorded on a Dagster instance in a
 scratch DAGSTER_HOME that is created for the input and removed afterwards. Refreshes are
 the nightly case: another run on the same input into the warehouse the last run published,
-so it copies that warehouse, compares with its run and keeps its history. Step durations
+so it copies that warehouse, compares with its run and keeps its history. The steady
+nightly case has a full history window: for it the warehouse's history is first topped up
+to the window with copies of its last past run's table (``history_fill``). Step durations
 come from the run's own STEP_START / STEP_SUCCESS event timestamps, read back from that
 instance; they are more precise than the CLI's one-second progress lines.
 """
@@ -53,6 +55,16 @@ class Quality:
 
 
 @dataclass
+class RefreshSeries:
+    """Refreshes of one input into warehouses holding the same kind of history."""
+
+    history: str  # what the warehouse held, as the report says it
+    runs: list[ProcessResult] = field(default_factory=list)
+    steps: list[StepTimes] = field(default_factory=list)
+    warehouse_bytes: list[int] = field(default_factory=list)
+
+
+@dataclass
 class PipelineCase:
     """All repeats of the CLI on one input."""
 
@@ -60,9 +72,7 @@ class PipelineCase:
     engine: str = "local"
     runs: list[ProcessResult] = field(default_factory=list)
     steps: list[StepTimes] = field(default_factory=list)
-    refreshes: list[ProcessResult] = field(default_factory=list)
-    refresh_steps: list[StepTimes] = field(default_factory=list)
-    refresh_warehouse_bytes: list[int] = field(default_factory=list)
+    refreshes: list[RefreshSeries] = field(default_factory=list)
     quality: Quality | None = None
     quality_error: str = ""
 
@@ -100,13 +110,18 @@ class PipelineBench:
         self._record_steps(result, self.case.steps)
         return result
 
-    def refresh_once(self, log_stem: Path) -> ProcessResult:
-        """One more run into the warehouse the last run published (the nightly refresh)."""
+    def refresh_once(self, log_stem: Path, history: str) -> ProcessResult:
+        """One more run into the warehouse the last run published (the nightly refresh),
+        recorded with the other refreshes into a warehouse holding ``history``."""
+        series = next((s for s in self.case.refreshes if s.history == history), None)
+        if series is None:
+            series = RefreshSeries(history)
+            self.case.refreshes.append(series)
         result = self._measured(log_stem)
-        self.case.refreshes.append(result)
-        self._record_steps(result, self.case.refresh_steps)
+        series.runs.append(result)
+        self._record_steps(result, series.steps)
         if result.ok:
-            self.case.refresh_warehouse_bytes.append(self.warehouse.stat().st_size)
+            series.warehouse_bytes.append(self.warehouse.stat().st_size)
         return result
 
     def _measured(self, log_stem: Path) -> ProcessResult:
@@ -140,7 +155,8 @@ class PipelineBench:
 
     def measure_quality(self) -> None:
         """Quality of the last published run (every repeat is the same deterministic run)."""
-        runs = self.case.refreshes or self.case.runs  # a refresh publishes over the first runs
+        # a refresh publishes over the first runs
+        runs = [run for series in self.case.refreshes for run in series.runs] or self.case.runs
         last = runs[-1] if runs else None
         if last is None or not last.ok:
             self.case.quality_error = "no published run to check"

@@ -4,7 +4,8 @@ Default: the pipeline at 200 (the real Mall file), 100k and 1M rows, three repea
 the Dagster floor; the notebook baseline at 200, 10k and 20k rows (and the pipeline at
 those sizes too, for the ratio). About ten minutes on a 2-core machine.
 `--quick` is one repeat at 200 and 100k rows; `--large` adds 10M rows (one repeat).
-From 1M rows each size is also refreshed (as many runs, into the last published warehouse).
+From 1M rows each size is also refreshed (as many runs, into the last published warehouse),
+then refreshed again with a full history window (``history_fill``), the steady nightly case.
 `--spark-sizes 1m,10m` also runs the Spark engine (local mode) at those sizes.
 """
 
@@ -24,6 +25,7 @@ from benchmarks.baselines import (
     NotebookCase,
     run_notebook_once,
 )
+from benchmarks.history_fill import fill_history
 from benchmarks.inputs import (
     DATA_DIR,
     DEFAULT_MALL_CSV,
@@ -48,6 +50,13 @@ REFRESH_MIN_ROWS = 1_000_000  # refreshes (runs into the last published warehous
 # Sizes at most this big are "light": their repeats are interleaved with the floor's.
 LIGHT_ROWS = 20_000
 LOG_DIR = DATA_DIR / "logs"
+
+
+def default_history_window() -> int:
+    """The runs a warehouse keeps by default (`--history-runs-kept`)."""
+    from segmentation_pipeline.defs.resources import SegmentationSettings
+
+    return int(SegmentationSettings.model_fields["history_runs_kept"].default)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -102,7 +111,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                     bench.notebook_once(item, round_index)
             if item.rows >= REFRESH_MIN_ROWS:
                 for round_index in rounds:
-                    bench.refresh_once(item, round_index)
+                    bench.refresh_once(item, round_index, f"1–{len(rounds)} runs")
+                for round_index in rounds:
+                    bench.full_window_refresh_once(item, round_index)
         for item in (inputs[n] for n in spark_sizes):
             for round_index in range(1 if item.rows >= SINGLE_REPEAT_ROWS else repeats):
                 bench.pipeline_once(item, round_index, engine="spark")
@@ -166,11 +177,23 @@ class _Bench:
         stem = LOG_DIR / f"pipeline-{engine}-{size_label(item.rows)}-{round_index}"
         _report(f"pipeline ({engine}) {item.label} #{round_index + 1}", bench.run_once(stem))
 
-    def refresh_once(self, item: BenchInput, round_index: int) -> None:
+    def refresh_once(self, item: BenchInput, round_index: int, history: str) -> None:
         """A local run into the warehouse that the size's last run published."""
         bench = self.pipelines[("local", item.rows)]
         stem = LOG_DIR / f"refresh-local-{size_label(item.rows)}-{round_index}"
-        _report(f"refresh (local) {item.label} #{round_index + 1}", bench.refresh_once(stem))
+        result = bench.refresh_once(stem, history)
+        _report(f"refresh (local) {item.label} #{round_index + 1}", result)
+
+    def full_window_refresh_once(self, item: BenchInput, round_index: int) -> None:
+        """A refresh of a warehouse whose history holds the default window of runs."""
+        bench = self.pipelines[("local", item.rows)]
+        if not bench.case.refreshes or not bench.case.refreshes[0].runs[-1].ok:
+            return  # no past run to copy
+        window = default_history_window()
+        fill_history(bench.warehouse, window)
+        stem = LOG_DIR / f"window-refresh-local-{size_label(item.rows)}-{round_index}"
+        result = bench.refresh_once(stem, f"{window} runs (topped up with copies)")
+        _report(f"full-window refresh (local) {item.label} #{round_index + 1}", result)
 
     def notebook_once(self, item: BenchInput, round_index: int) -> None:
         case = self.notebook_case(item)
