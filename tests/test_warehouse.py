@@ -53,6 +53,53 @@ def test_a_run_starts_from_a_copy_of_the_published_warehouse(tmp_path):
         assert con.execute("SELECT count(*) FROM customers").fetchone()[0] == 3
 
 
+def _blocks(path: Path) -> tuple[int, int]:
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return con.execute("SELECT used_blocks, free_blocks FROM pragma_database_size()").fetchone()
+    finally:
+        con.close()
+
+
+def _contents(path: Path) -> list[tuple]:
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return [
+            *con.execute("SELECT sum(id), count(*) FROM history.kept").fetchall(),
+            *con.execute("SELECT * FROM kept_view ORDER BY ALL").fetchall(),
+            *con.execute(
+                "SELECT schema_name, table_name FROM duckdb_tables() ORDER BY ALL"
+            ).fetchall(),
+        ]
+    finally:
+        con.close()
+
+
+def test_a_published_file_mostly_free_is_copied_compacted(tmp_path):
+    """Dropped tables leave free blocks that DuckDB never gives back: the copy drops them."""
+    warehouse = Warehouse(tmp_path / "w.duckdb")
+    with warehouse.work_connection("run-1") as con:
+        con.execute("CREATE SCHEMA history")
+        con.execute("CREATE TABLE history.kept AS SELECT range AS id FROM range(100000)")
+        con.execute("CREATE TABLE customers AS SELECT range::VARCHAR AS id FROM range(3000000)")
+        con.execute("CREATE VIEW kept_view AS SELECT count(*) AS n FROM history.kept")
+        con.execute("CHECKPOINT")
+        con.execute("CREATE OR REPLACE TABLE customers AS SELECT 1 AS id")
+    warehouse.publish("run-1", ["customers", "kept_view"])
+    used, free = _blocks(warehouse.path)
+    assert free > used  # most of the published file is the dropped table's blocks
+
+    work = warehouse.ensure_work_file("run-2")
+
+    assert _blocks(work)[1] == 0
+    assert work.stat().st_size < warehouse.path.stat().st_size / 2
+    assert _contents(work) == _contents(warehouse.path)
+    assert not list(warehouse.work_dir.glob("*.copying"))
+    # a file in use is copied byte for byte
+    warehouse.publish("run-2", ["customers", "kept_view"])
+    assert file_sha256(warehouse.ensure_work_file("run-3")) == file_sha256(warehouse.path)
+
+
 def test_missing_required_table_is_not_published(tmp_path):
     warehouse = Warehouse(tmp_path / "w.duckdb")
     build(warehouse, "run-1", 3)

@@ -23,6 +23,7 @@ import duckdb
 from filelock import FileLock, Timeout
 
 from segmentation_pipeline.core.errors import PublishError
+from segmentation_pipeline.core.sql_text import literal
 
 # Read-only connections made while a refresh renames its file into place (see
 # Warehouse.connect_read_only).
@@ -100,9 +101,44 @@ class Warehouse:
         self.work_dir.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
             partial = work.with_suffix(".copying")
-            shutil.copyfile(self.path, partial)
+            partial.unlink(missing_ok=True)
+            if not self._copy_compacted_if_mostly_free(partial, run_id):
+                shutil.copyfile(self.path, partial)
             os.replace(partial, work)
         return work
+
+    def _copy_compacted_if_mostly_free(self, target: Path, run_id: str) -> bool:
+        """Rewrite the published warehouse into ``target`` when most of its file is free
+        blocks; returns whether it did.
+
+        DuckDB reuses the blocks of dropped tables but never shrinks the file, so a file
+        whose history was stored against keys on an upgrade (see ``history_keys``) keeps
+        its old size: 1.8 GB, 1.5 GB of it free, at 10M customers and 30 runs, which every
+        run would copy. Rewriting copies only what is in use (10 s there, once, against a
+        2 s byte copy every run); a file in the steady state is about a quarter free, and
+        is copied byte for byte.
+        """
+        con = duckdb.connect(
+            config={
+                "memory_limit": self.memory_limit,
+                "temp_directory": str(self.work_dir / f"{run_id}.tmp"),
+            }
+        )
+        try:
+            con.execute("SET enable_progress_bar = false")
+            con.execute(f"ATTACH {literal(str(self.path))} AS published (READ_ONLY)")
+            used, free = con.execute(
+                "SELECT used_blocks, free_blocks FROM pragma_database_size() "
+                "WHERE database_name = 'published'"
+            ).fetchone()
+            if free <= used:
+                return False
+            con.execute(f"ATTACH {literal(str(target))} AS compacted")
+            con.execute("COPY FROM DATABASE published TO compacted")
+            con.execute("DETACH compacted")
+            return True
+        finally:
+            con.close()
 
     @contextmanager
     def work_connection(self, run_id: str) -> Iterator[duckdb.DuckDBPyConnection]:
