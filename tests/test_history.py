@@ -175,25 +175,27 @@ def _moves(con: duckdb.DuckDBPyConnection, run_id: str) -> list[tuple]:
 
 
 BEFORE = {f"c{i:03d}": 1 + i % 3 for i in range(50)}
+# The next run's customers after BEFORE's, and whether the two pair row by row (else they
+# are joined on customer_id); shared with the tests of keyed history.
+NEXT_RUN_ORDERS = [
+    # the same customers in the same order, some moved
+    ({c: (s % 3) + 1 if c < "c010" else s for c, s in BEFORE.items()}, True),
+    # new customers appended
+    ({**BEFORE, "n1": 2, "n2": 3, "n3": 3}, True),
+    # the last customers gone
+    (dict(list(BEFORE.items())[:45]), True),
+    # the last customers gone and new ones in their places
+    ({**dict(list(BEFORE.items())[:45]), "n1": 2, "n2": 3, "n3": 3}, False),
+    # the same customers in another order
+    (dict(reversed(BEFORE.items())), False),
+    # a customer gone in the middle, beyond the probed head
+    ({c: s for c, s in BEFORE.items() if c != "c030"}, False),
+    # a new customer in the middle, beyond the probed head
+    ({**dict(list(BEFORE.items())[:30]), "n1": 1, **dict(list(BEFORE.items())[30:])}, False),
+]
 
 
-@pytest.mark.parametrize(
-    ("now", "by_position"),
-    [
-        # the same customers in the same order, some moved: paired row by row
-        ({c: (s % 3) + 1 if c < "c010" else s for c, s in BEFORE.items()}, True),
-        # new customers appended: still paired row by row
-        ({**BEFORE, "n1": 2, "n2": 3, "n3": 3}, True),
-        # the last customers gone: still paired row by row
-        (dict(list(BEFORE.items())[:45]), True),
-        # the last customers gone and new ones in their places: joined on customer_id
-        ({**dict(list(BEFORE.items())[:45]), "n1": 2, "n2": 3, "n3": 3}, False),
-        # the same customers in another order: joined on customer_id
-        (dict(reversed(BEFORE.items())), False),
-        # a customer gone in the middle, beyond the probed head: joined on customer_id
-        ({c: s for c, s in BEFORE.items() if c != "c030"}, False),
-    ],
-)
+@pytest.mark.parametrize(("now", "by_position"), NEXT_RUN_ORDERS)
 def test_migrations_are_the_same_whether_paired_by_position_or_joined(con, now, by_position):
     _assign(con, "run-1", BEFORE)
     _write(con, "run-2", now)

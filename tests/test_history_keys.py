@@ -8,6 +8,7 @@ import duckdb
 import pytest
 
 from segmentation_pipeline.core import history_keys
+from tests.test_history import BEFORE, NEXT_RUN_ORDERS
 
 SCHEMA = "assignment_history"
 
@@ -44,28 +45,7 @@ def _keys_are_unique(con: duckdb.DuckDBPyConnection) -> bool:
     return n == ids == keys
 
 
-BEFORE = {f"c{i:03d}": 1 + i % 3 for i in range(50)}
-
-
-@pytest.mark.parametrize(
-    ("now", "by_position"),
-    [
-        # the same customers in the same order, some moved: paired row by row
-        ({c: (s % 3) + 1 if c < "c010" else s for c, s in BEFORE.items()}, True),
-        # new customers appended: paired row by row, the new ones get new keys
-        ({**BEFORE, "n1": 2, "n2": 3, "n3": 3}, True),
-        # the last customers gone: paired row by row
-        (dict(list(BEFORE.items())[:45]), True),
-        # the last customers gone and new ones in their places: joined on customer_id
-        ({**dict(list(BEFORE.items())[:45]), "n1": 2, "n2": 3, "n3": 3}, False),
-        # the same customers in another order: joined on customer_id
-        (dict(reversed(BEFORE.items())), False),
-        # a customer gone in the middle: joined on customer_id
-        ({c: s for c, s in BEFORE.items() if c != "c030"}, False),
-        # a new customer in the middle: joined on customer_id
-        ({**dict(list(BEFORE.items())[:30]), "n1": 1, **dict(list(BEFORE.items())[30:])}, False),
-    ],
-)
+@pytest.mark.parametrize(("now", "by_position"), NEXT_RUN_ORDERS)
 @pytest.mark.parametrize("probe_rows", [20, 1000])  # within the runs, and longer than both
 def test_a_keyed_run_reads_back_as_written(con, now, by_position, probe_rows) -> None:
     _write(con, "run-1", BEFORE)
