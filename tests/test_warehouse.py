@@ -100,6 +100,24 @@ def test_a_published_file_mostly_free_is_copied_compacted(tmp_path):
     assert file_sha256(warehouse.ensure_work_file("run-3")) == file_sha256(warehouse.path)
 
 
+def test_a_count_given_to_publish_is_reported_and_its_view_still_checked(tmp_path):
+    warehouse = Warehouse(tmp_path / "w.duckdb")
+    build(warehouse, "run-1", 3)
+    with warehouse.work_connection("run-1") as con:
+        con.execute("CREATE TABLE part AS SELECT 1 AS x")
+        con.execute("CREATE VIEW joined AS SELECT * FROM customers, part")
+    result = warehouse.publish("run-1", ["customers", "joined"], {"joined": 42})
+    assert result.row_counts == {"customers": 3, "joined": 42}
+
+    build(warehouse, "run-2", 5)
+    with warehouse.work_connection("run-2") as con:
+        con.execute("DROP TABLE part")  # the view now names a missing table
+    before = file_sha256(warehouse.path)
+    with pytest.raises(duckdb.Error, match="part"):
+        warehouse.publish("run-2", ["customers", "joined"], {"joined": 42})
+    assert file_sha256(warehouse.path) == before
+
+
 def test_missing_required_table_is_not_published(tmp_path):
     warehouse = Warehouse(tmp_path / "w.duckdb")
     build(warehouse, "run-1", 3)

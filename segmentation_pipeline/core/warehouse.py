@@ -279,7 +279,8 @@ def _required_row_counts(
         raise PublishError(f"{work} lacks table(s) {', '.join(missing)}; not published")
     counts = {}
     for name in required_tables:
-        if name in known_row_counts:
+        if name in known_row_counts:  # still bound, so a view of a missing table fails here
+            con.execute(f'SELECT * FROM "{name}" LIMIT 0')  # noqa: S608
             counts[name] = known_row_counts[name]
         else:
             counts[name] = con.execute(f'SELECT count(*) FROM "{name}"').fetchone()[0]  # noqa: S608
