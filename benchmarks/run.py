@@ -111,7 +111,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                     bench.notebook_once(item, round_index)
             if item.rows >= REFRESH_MIN_ROWS:
                 for round_index in rounds:
-                    bench.refresh_once(item, round_index, f"1–{len(rounds)} runs")
+                    history = "1 run" if len(rounds) == 1 else f"1–{len(rounds)} runs"
+                    bench.refresh_once(item, round_index, history)
                 for round_index in rounds:
                     bench.full_window_refresh_once(item, round_index)
         for item in (inputs[n] for n in spark_sizes):
