@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import subprocess
 from collections.abc import Iterator
+from itertools import pairwise
 from pathlib import Path
 
 import duckdb
@@ -21,7 +22,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from segmentation_pipeline.core.engine import LocalEngine, check_spark_available, get_engine
 from segmentation_pipeline.core.errors import InputError
-from segmentation_pipeline.core.spark.engine import SparkEngine
+from segmentation_pipeline.core.spark.engine import SparkEngine, combine_moments
 from segmentation_pipeline.core.spark.model import spark_algorithms
 from segmentation_pipeline.core.spark.session import build_session, session_config
 from tests.conftest import KAGGLE_HEADER, REPO_ROOT, subprocess_env
@@ -185,6 +186,50 @@ def test_both_engines_report_physical_lines_after_multi_line_records(spark, writ
     local = staged(LocalEngine(), blank, tmp_path / "local2.duckdb")
     assert [row[0] for row in local[1]] == [6]
     assert staged(SparkEngine(spark), blank, tmp_path / "spark2.duckdb") == local
+
+
+def test_partition_moments_combine_to_those_of_the_whole_data():
+    rng = np.random.default_rng(3)
+    data = rng.normal([40.0, 60.0], [12.0, 25.0], size=(1000, 2))
+    cuts = [0, 7, 300, 301, 1000]
+    parts = [(b - a, data[a:b].mean(axis=0), data[a:b].var(axis=0)) for a, b in pairwise(cuts)]
+
+    means, stds = combine_moments(parts, 2)
+
+    np.testing.assert_allclose(means, data.mean(axis=0), rtol=1e-12)
+    np.testing.assert_allclose(stds, data.std(axis=0), rtol=1e-12)
+    assert combine_moments([(0, [0.0, 0.0], [0.0, 0.0]), *parts], 2) == (means, stds)
+
+
+def test_feature_scaling_from_partition_moments_repeats_and_matches_the_local_engine(
+    spark, write_csv, tmp_path
+):
+    """The scaling is combined from ~40 blocks' moments, in block order: the same each run
+    and the local engine's to 12 digits. (On a cluster Spark fetches remote shuffle blocks
+    in random order, which made its own avg and stddev_pop vary; local mode reads them in
+    order, so this cannot reproduce that, only check the combination.)"""
+    rng = np.random.default_rng(11)
+    rows = [
+        f"{i:06d},{'Male' if i % 2 else 'Female'},{rng.integers(18, 90)},"
+        f"{rng.uniform(10, 140):.3f},{rng.integers(1, 101)}"
+        for i in range(20_000)
+    ]
+    source = write_csv("\n".join([KAGGLE_HEADER, *rows]) + "\n", "many.csv")
+    features = ("age", "annual_income", "spending_score")
+    con = duckdb.connect(str(tmp_path / "spark.duckdb"))
+    spark.conf.set("spark.sql.files.maxPartitionBytes", "16384")  # about 40 blocks
+    try:
+        engine = SparkEngine(spark)
+        engine.stage_customers(con, source, "run-1")
+        scalings = [engine.feature_scaling(con, features) for _ in range(3)]
+        local = LocalEngine().feature_scaling(con, features)
+    finally:
+        spark.conf.unset("spark.sql.files.maxPartitionBytes")
+        con.close()
+
+    assert scalings[0] == scalings[1] == scalings[2]
+    np.testing.assert_allclose(scalings[0].means, local.means, rtol=1e-12)
+    np.testing.assert_allclose(scalings[0].stds, local.stds, rtol=1e-12)
 
 
 # --- the model, through Dagster, on the Mall file -----------------------------------------------

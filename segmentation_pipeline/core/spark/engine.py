@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -60,14 +61,30 @@ class SparkEngine:
     def feature_scaling(
         self, con: duckdb.DuckDBPyConnection, feature_names: Sequence[str]
     ) -> FeatureScaling:
-        """Means and population standard deviations (as DuckDB's stddev_pop) in Spark."""
+        """Means and population standard deviations (as DuckDB's stddev_pop), the same on
+        every run of the same file.
+
+        Spark merges partial aggregates in the order their shuffle blocks arrive, and on a
+        cluster it fetches remote blocks in random order (ShuffleBlockFetcherIterator), so
+        a plain avg and stddev_pop can differ in their last digits from run to run, and
+        every scaled value with them. Here each input partition's count, means and
+        variances come from one task, which adds its rows in file order, and they are
+        combined here in partition order (``combine_moments``): the result depends only on
+        how the file is split, which the same file and settings repeat.
+        """
         customers = self._customers(con)
-        aggregates = []
+        aggregates = [F.count(F.lit(1)).alias("n")]
         for name in feature_names:
-            aggregates += [F.avg(FEATURES[name]()), F.stddev_pop(FEATURES[name]())]
-        row = customers.agg(*aggregates).first()
-        means = tuple(float(v) for v in row[0::2])
-        stds = tuple(float(v) if v is not None else 0.0 for v in row[1::2])
+            aggregates += [F.avg(FEATURES[name]()), F.var_pop(FEATURES[name]())]
+        partitions = (
+            customers.groupBy(F.spark_partition_id().alias("partition"))
+            .agg(*aggregates)
+            .orderBy("partition")
+            .collect()
+        )
+        means, stds = combine_moments(
+            [(row["n"], row[2::2], row[3::2]) for row in partitions], len(feature_names)
+        )
         constant = [name for name, std in zip(feature_names, stds, strict=True) if not std > 0]
         if constant:
             raise ValueError(
@@ -161,3 +178,26 @@ class SparkEngine:
                 {"path": str(path / "part-00000.parquet")},
             )
         return self.session.read.parquet(hadoop_uri(path, glob=True))
+
+
+def combine_moments(
+    parts: Sequence[tuple[int, Sequence[float], Sequence[float]]], n_features: int
+) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Means and population standard deviations of the union of parts, given each part's
+    (count, means, population variances), combined in the order given (Chan et al.'s
+    pairwise update, as Spark merges its own partial variances)."""
+    total = 0
+    means = [0.0] * n_features
+    squares = [0.0] * n_features  # sums of squared deviations from the mean
+    for count, part_means, part_variances in parts:
+        if not count:
+            continue
+        combined = total + count
+        for i in range(n_features):
+            delta = float(part_means[i]) - means[i]
+            means[i] += delta * count / combined
+            between = delta * delta * total * count / combined
+            squares[i] += float(part_variances[i]) * count + between
+        total = combined
+    stds = [math.sqrt(max(square, 0.0) / total) if total else 0.0 for square in squares]
+    return tuple(means), tuple(stds)
