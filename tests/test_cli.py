@@ -6,6 +6,7 @@ import json
 import subprocess
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from tests.conftest import KAGGLE_HEADER, REPO_ROOT, file_sha256, subprocess_env
@@ -28,7 +29,11 @@ def segmentation(*args: str | Path, env: dict[str, str]) -> subprocess.Completed
 def published(tmp_path_factory: pytest.TempPathFactory, mall_csv: Path) -> dict[str, Path]:
     """One successful run of the Kaggle file through the CLI, shared by this module."""
     root = tmp_path_factory.mktemp("cli")
-    paths = {"warehouse": root / "wh" / "warehouse.duckdb", "home": root / "dagster_home"}
+    paths = {
+        "warehouse": root / "wh" / "warehouse.duckdb",
+        "home": root / "dagster_home",
+        "source": mall_csv,
+    }
     env = subprocess_env(DAGSTER_HOME=paths["home"], SEGMENTATION_SOURCE_CSV=mall_csv)
     done = segmentation("run", "--warehouse", paths["warehouse"], env=env)
     assert done.returncode == 0, done.stderr
@@ -51,6 +56,34 @@ def test_run_is_recorded_in_dagster_home(published):
     assert [(r.job_name, r.status) for r in runs] == [
         ("segmentation_job", dg.DagsterRunStatus.SUCCESS)
     ]
+
+
+def _segments(warehouse: Path) -> list[tuple]:
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        return con.execute(
+            "SELECT customer_id, segment_id, segment_name FROM customer_segments ORDER BY 1"
+        ).fetchall()
+    finally:
+        con.close()
+
+
+def test_without_a_worker_server_the_run_computes_in_its_own_process(published, tmp_path):
+    """The worker server's socket lives in the temporary folder; a path too long for a Unix
+    socket stops the server from starting, and the run says so and gives the same result."""
+    long_tmp = tmp_path / ("t" * 60) / ("u" * 60)
+    long_tmp.mkdir(parents=True)
+    warehouse = tmp_path / "wh" / "warehouse.duckdb"
+    env = subprocess_env(
+        DAGSTER_HOME=tmp_path / "home",
+        SEGMENTATION_SOURCE_CSV=published["source"],
+        TMPDIR=long_tmp,
+    )
+    done = segmentation("run", "--warehouse", warehouse, env=env)
+
+    assert done.returncode == 0, done.stderr
+    assert "no worker server (AF_UNIX path too long)" in done.stderr
+    assert _segments(warehouse) == _segments(published["warehouse"])
 
 
 def test_sql_formats(published):
