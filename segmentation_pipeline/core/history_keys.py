@@ -162,7 +162,7 @@ def drop_unused_keys(con: duckdb.DuckDBPyConnection, keyed_tables: list[str]) ->
     of 10 million, where one join with all runs at once took 26 s and 8 GB. Returns the
     keys deleted.
     """
-    if not keyed_tables or not _table_exists(con):
+    if not keyed_tables:  # keyed runs exist only with the key table
         return 0
     n_keys = con.execute(f"SELECT count(*) FROM {KEYS_TABLE}").fetchone()[0]  # noqa: S608
     sizes = [
@@ -184,13 +184,3 @@ def drop_unused_keys(con: duckdb.DuckDBPyConnection, keyed_tables: list[str]) ->
     ).fetchone()[0]
     con.execute("DROP TABLE unused_keys")
     return deleted
-
-
-def _table_exists(con: duckdb.DuckDBPyConnection) -> bool:
-    return bool(
-        con.execute(
-            "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
-            "AND schema_name = $schema AND table_name = 'customer_keys'",
-            {"schema": KEYS_SCHEMA},
-        ).fetchone()[0]
-    )

@@ -254,7 +254,7 @@ def customer_segments(
         previous = history.previous_run_id(con, run_id)
         ari = history.record_assignment_history(con, run_id, previous)
         pruned = history.prune_assignment_history(con, run_id, settings.history_runs_kept)
-        history.key_past_runs(con, run_id)
+        unused_keys = history.key_past_runs(con, run_id)
         history.define_history_views(con, run_id)
         history.finish_run(con, run_id, n_assigned, ari)
         con.execute("COMMIT")
@@ -271,6 +271,8 @@ def customer_segments(
             {"run_id": run_id},
         ).fetchone()[0]
     context.log.info(f"Assigned {n_assigned:,} customers; {moved:,} changed segment.")
+    if unused_keys:
+        context.log.info(f"Deleted {unused_keys:,} customer keys that no kept run uses.")
     if pruned:
         context.log.info(
             f"Removed {pruned:,} history rows older than the last "
