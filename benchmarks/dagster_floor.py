@@ -5,15 +5,20 @@ persistent instance in $DAGSTER_HOME, exactly like `segmentation run` executes i
 Run as `python -m benchmarks.dagster_floor` in a fresh process, so the measured time
 includes the interpreter, `import dagster` and the run's storage writes. Whatever the
 pipeline needs beyond this on a 200-row input is its own overhead. It exits like
-`segmentation run` too: the garbage collector is frozen before the interpreter shuts down.
+`segmentation run` handles the garbage collector: off while Dagster is imported and the
+definitions load, then everything allocated so far frozen and collection back on for the
+run (cli._run), and frozen again before the interpreter shuts down (cli.main).
 """
 
 from __future__ import annotations
 
 import gc
-import sys
 
-import dagster as dg
+gc.disable()  # as segmentation_pipeline.cli._run does, before importing Dagster
+
+import sys  # noqa: E402
+
+import dagster as dg  # noqa: E402
 
 
 @dg.asset
@@ -39,6 +44,8 @@ defs = dg.Definitions(assets=[floor_a, floor_b, floor_c], jobs=[floor_job])
 
 def main() -> int:
     with dg.DagsterInstance.get() as instance:
+        gc.freeze()  # as segmentation_pipeline.cli._collect_run_objects_only
+        gc.enable()
         result = defs.resolve_job_def("floor_job").execute_in_process(
             instance=instance, raise_on_error=False
         )

@@ -12,6 +12,7 @@ import logging
 import os
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,9 +38,15 @@ class RunOutcome:
     summary: str = ""
 
 
-def run_segmentation_job(settings_config: dict[str, object] | None = None) -> RunOutcome:
+def run_segmentation_job(
+    settings_config: dict[str, object] | None = None,
+    before_execute: Callable[[], None] | None = None,
+) -> RunOutcome:
     """Execute the job in this process on the persistent instance; never raises for a
-    failed run, so the caller decides how to report it (RunSetupError: it could not start)."""
+    failed run, so the caller decides how to report it (RunSetupError: it could not start).
+
+    ``before_execute`` is called once Dagster and the definitions are loaded, just before
+    the run starts."""
     home = locations.dagster_home()
     try:
         home.mkdir(parents=True, exist_ok=True)
@@ -70,6 +77,8 @@ def run_segmentation_job(settings_config: dict[str, object] | None = None) -> Ru
         },
     }
     with _open_instance(home) as instance:
+        if before_execute is not None:
+            before_execute()
         result = job.execute_in_process(
             run_config=run_config, instance=instance, raise_on_error=False
         )

@@ -24,11 +24,9 @@ from typing import Any, TypeVar
 
 from segmentation_pipeline.core.forked import fork_available
 
-PRELOADED_MODULES = (
-    "segmentation_pipeline.core.model_search",
-    "segmentation_pipeline.core.plots",  # with the report, its inputs and pandas
-    "segmentation_pipeline.core.profiling",
-)
+# Imports the model search, the plots (with the report, its inputs and pandas) and the
+# profiling, then freezes what they allocated out of the garbage collector's sight.
+PRELOAD_MODULE = "segmentation_pipeline.core.worker_preload"
 
 _Result = TypeVar("_Result")
 _server_started = False
@@ -44,7 +42,7 @@ def start_server() -> bool:
     global _server_started
     if not fork_available():
         return False
-    multiprocessing.get_context("forkserver").set_forkserver_preload(list(PRELOADED_MODULES))
+    multiprocessing.get_context("forkserver").set_forkserver_preload([PRELOAD_MODULE])
     multiprocessing.forkserver.ensure_running()
     _server_started = True
     return True
