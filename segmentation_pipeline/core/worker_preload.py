@@ -12,10 +12,10 @@ only at what the workers allocate themselves (the documented use of ``gc.freeze`
 import gc
 
 gc.disable()
-
-import segmentation_pipeline.core.model_search  # noqa: E402, F401 - the scikit-learn fits
-import segmentation_pipeline.core.plots  # noqa: E402, F401 - matplotlib, the report, pandas
-import segmentation_pipeline.core.profiling  # noqa: E402, F401 - segment names
-
-gc.freeze()
-gc.enable()
+try:
+    import segmentation_pipeline.core.model_search  # noqa: F401 - the scikit-learn fits
+    import segmentation_pipeline.core.plots  # noqa: F401 - matplotlib, the report, pandas
+    import segmentation_pipeline.core.profiling  # noqa: F401 - segment names
+finally:  # a failed import must not leave the workers without a collector
+    gc.freeze()
+    gc.enable()
