@@ -8,6 +8,7 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+import duckdb
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -77,6 +78,17 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[di
 def file_sha256(path: Path) -> str:
     """Content hash: 'the published warehouse is unchanged' means byte for byte."""
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def published_segments(warehouse: Path) -> list[tuple]:
+    """Every customer's published segment id and name, in customer order."""
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        return con.execute(
+            "SELECT customer_id, segment_id, segment_name FROM customer_segments ORDER BY 1"
+        ).fetchall()
+    finally:
+        con.close()
 
 
 def subprocess_env(**overrides: str | Path) -> dict[str, str]:

@@ -8,10 +8,15 @@ import sys
 import textwrap
 from pathlib import Path
 
-import duckdb
 import pytest
 
-from tests.conftest import KAGGLE_HEADER, REPO_ROOT, file_sha256, subprocess_env
+from tests.conftest import (
+    KAGGLE_HEADER,
+    REPO_ROOT,
+    file_sha256,
+    published_segments,
+    subprocess_env,
+)
 
 CLI = REPO_ROOT / ".venv" / "bin" / "segmentation"
 
@@ -60,16 +65,6 @@ def test_run_is_recorded_in_dagster_home(published):
     ]
 
 
-def _segments(warehouse: Path) -> list[tuple]:
-    con = duckdb.connect(str(warehouse), read_only=True)
-    try:
-        return con.execute(
-            "SELECT customer_id, segment_id, segment_name FROM customer_segments ORDER BY 1"
-        ).fetchall()
-    finally:
-        con.close()
-
-
 def test_without_a_worker_server_the_run_computes_in_its_own_process(published, tmp_path):
     """The worker server's socket lives in the temporary folder; a path too long for a Unix
     socket stops the server from starting, and the run says so and gives the same result."""
@@ -85,7 +80,7 @@ def test_without_a_worker_server_the_run_computes_in_its_own_process(published, 
 
     assert done.returncode == 0, done.stderr
     assert "no worker server (AF_UNIX path too long)" in done.stderr
-    assert _segments(warehouse) == _segments(published["warehouse"])
+    assert published_segments(warehouse) == published_segments(published["warehouse"])
 
 
 # `segmentation run`, with a probe that counts the objects each full collection walks.
@@ -127,7 +122,7 @@ def test_run_never_walks_the_start_up_objects_in_a_full_collection(published, tm
 
     assert outcome["code"] == 0, done.stderr
     assert all(objects < 25_000 for objects in outcome["walked"]), outcome["walked"]
-    assert _segments(tmp_path / "wh.duckdb") == _segments(published["warehouse"])
+    assert published_segments(tmp_path / "wh.duckdb") == published_segments(published["warehouse"])
 
 
 def test_sql_formats(published):

@@ -75,6 +75,15 @@ query Runs {
 }
 """
 
+RUN_LOGS_QUERY = """
+query RunLogs($runId: ID!) {
+  logsForRun(runId: $runId) {
+    ... on EventConnection { events { __typename ... on MessageEvent { message } } }
+    ... on PythonError { message }
+  }
+}
+"""
+
 TERMINAL = {"SUCCESS", "FAILURE", "CANCELED"}
 
 
@@ -129,6 +138,11 @@ class DagsterDev:
 
     def runs(self) -> list[dict]:
         return self.gql(RUNS_QUERY)["runsOrError"]["results"]
+
+    def run_messages(self, run_id: str) -> list[str]:
+        logs = self.gql(RUN_LOGS_QUERY, {"runId": run_id})["logsForRun"]
+        assert "events" in logs, logs
+        return [event.get("message") or "" for event in logs["events"]]
 
     def wait_for_run(self, predicate, timeout: float, what: str) -> dict:
         """The first run matching `predicate` once it has finished."""
@@ -248,6 +262,12 @@ def test_launched_and_scheduled_runs_publish_one_at_a_time(dev, paths):
         "scheduled run",
     )
     assert scheduled["status"] == "SUCCESS", dev.log_tail()
+
+    # Both run workers started the worker server (defs/resources.py): a launched run has
+    # no main script that the server's workers would run again.
+    for run in (manual, scheduled):
+        started = [m for m in dev.run_messages(run["runId"]) if "worker server" in m.lower()]
+        assert len(started) == 1 and started[0].startswith("Worker server started"), started
 
     # The run queue let only one segmentation/writer run be in progress at a time.
     first, second = sorted([manual, scheduled], key=lambda r: r["startTime"])

@@ -1,7 +1,9 @@
 """The pre-started worker server: model search in a worker forked from it, with the same
 result, this process never imports scikit-learn, and the garbage collector in a worker
-leaves the server's preloaded objects alone. Each case runs in a fresh interpreter,
-as `segmentation run` does, so the test process's own imports cannot hide an import."""
+leaves the server's preloaded objects alone; a run launched without `segmentation run`
+starts the server itself, unless its workers would re-run the main script. Each case runs
+in a fresh interpreter, as `segmentation run` does, so the test process's own imports
+cannot hide an import."""
 
 from __future__ import annotations
 
@@ -9,8 +11,9 @@ import json
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
-from tests.conftest import MALL_CSV
+from tests.conftest import MALL_CSV, REPO_ROOT, published_segments, subprocess_env
 
 SCRIPT = textwrap.dedent(
     """
@@ -82,3 +85,80 @@ def test_model_search_runs_in_the_worker_with_the_same_result() -> None:
     # no collection in a worker walks them (nor copies their memory pages).
     assert outcome["worker_gc_enabled"]
     assert outcome["worker_frozen_objects"] > 100_000
+
+
+# The job executed in process on the instance in $DAGSTER_HOME, as Dagster's run worker
+# executes a run launched from the UI or by the schedule; argv: source CSV, warehouse,
+# worker_server setting. Prints what the run logged about the server and what it imported.
+LAUNCHED_RUN = textwrap.dedent(
+    """
+    import gc, json, sys
+    import dagster as dg
+    from segmentation_pipeline.definitions import defs
+
+    def main():
+        job = defs().resolve_job_def("segmentation_job")
+        settings = {"source_csv": sys.argv[1], "worker_server": sys.argv[3] == "on"}
+        config = {"resources": {"settings": {"config": settings},
+                                "warehouse": {"config": {"path": sys.argv[2]}}}}
+        with dg.DagsterInstance.get() as instance:
+            result = job.execute_in_process(
+                run_config=config, instance=instance, raise_on_error=False
+            )
+            logged = [e.user_message for e in instance.all_logs(result.run_id)]
+        print(json.dumps({
+            "success": result.success,
+            "server_messages": [m for m in logged if "worker server" in m.lower()],
+            "heavy_here": sorted(
+                m for m in ("sklearn", "scipy", "matplotlib", "pandas") if m in sys.modules
+            ),
+            "frozen_objects": gc.get_freeze_count(),
+        }))
+
+    if __name__ == "__main__":
+        main()
+    """
+)
+
+
+def _launched_run(tmp_path: Path, name: str, command: list[str], setting: str) -> dict:
+    warehouse = tmp_path / f"{name}.duckdb"
+    done = subprocess.run(
+        [*command, str(MALL_CSV), str(warehouse), setting],
+        env=subprocess_env(DAGSTER_HOME=tmp_path / "home"),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO_ROOT,
+        check=True,
+    )
+    outcome = json.loads(done.stdout.strip().splitlines()[-1])
+    assert outcome["success"], done.stderr
+    return {**outcome, "segments": published_segments(warehouse)}
+
+
+def test_a_launched_run_starts_the_server_unless_its_workers_would_rerun_the_script(tmp_path):
+    script = tmp_path / "launch.py"  # guarded, but a script run by path cannot be told apart
+    script.write_text(LAUNCHED_RUN)
+    (tmp_path / "home").mkdir()
+
+    launched = _launched_run(tmp_path, "launched", [sys.executable, "-c", LAUNCHED_RUN], "on")
+    by_path = _launched_run(tmp_path, "by_path", [sys.executable, str(script)], "on")
+    turned_off = _launched_run(tmp_path, "off", [sys.executable, "-c", LAUNCHED_RUN], "off")
+
+    # No main script (as in Dagster's run worker): the server computes, nothing heavy here,
+    # and Dagster and the definitions are frozen out of the collector's sight.
+    assert [m.split(":")[0] for m in launched["server_messages"]] == ["Worker server started"]
+    assert launched["heavy_here"] == []
+    assert launched["frozen_objects"] > 100_000
+    # A script run by path: its workers would run it again, so the run computes here.
+    assert by_path["server_messages"] == [
+        f"No worker server: every worker would run {script} again (Python's multiprocessing "
+        "imports the main script in each process it starts); the model search, segment "
+        "names and report are computed in this process."
+    ]
+    assert by_path["heavy_here"] == ["matplotlib", "pandas", "scipy", "sklearn"]
+    # The setting turned off: no server, nothing said.
+    assert turned_off["server_messages"] == []
+    assert turned_off["heavy_here"] == ["matplotlib", "pandas", "scipy", "sklearn"]
+    assert launched["segments"] == by_path["segments"] == turned_off["segments"]

@@ -7,16 +7,19 @@ imports those modules on the machine's other core while this process starts Dags
 ingests, and the model search, the segment names and the report are then computed in
 processes forked from it, already loaded. This process never imports them.
 
-Runs launched elsewhere (the UI, the daemon, tests that materialize in-process) do not
-start the server, and ``call`` then computes in-process, as before. Functions given to
-``call`` must be importable without the heavy modules (they are pickled by reference) and
-import them inside; their arguments and results are pickled across the process boundary.
+Runs launched from the UI or by the schedule start it when the run starts (the settings
+resource, defs/resources.py), unless ``main_script_rerun_by_workers`` names a script the
+workers would run again; then, and wherever it is not started, ``call`` computes in this
+process. Functions given to ``call`` must be importable without the heavy modules (they are
+pickled by reference) and import them inside; their arguments and results are pickled
+across the process boundary.
 """
 
 from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.forkserver
+import sys
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -51,6 +54,24 @@ def start_server() -> bool:
 def server_running() -> bool:
     """Whether ``start_server`` has started the server in this process."""
     return _server_started
+
+
+def main_script_rerun_by_workers() -> str | None:
+    """The main script or module that every worker would import afresh, if any.
+
+    multiprocessing prepares each process it starts, forkserver workers included, by
+    importing the parent's main module again (its "safe importing of main module" rule),
+    except when there is none to import: ``python -c``, a notebook, ``python -m package``
+    (its ``__main__`` is skipped), and the run worker Dagster starts for a launched run. A
+    script run by path without an ``if __name__ == "__main__":`` guard would run its work
+    again in every worker, so a run started from such a script computes in-process instead.
+    ``segmentation run`` is guarded and starts the server itself.
+    """
+    main = sys.modules.get("__main__")
+    spec = getattr(main, "__spec__", None)
+    if spec is not None:
+        return None if spec.name.endswith("__main__") else spec.name
+    return getattr(main, "__file__", None)
 
 
 def call(function: Callable[..., _Result], *args: Any) -> _Result:
