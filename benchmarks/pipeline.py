@@ -26,6 +26,7 @@ import numpy as np
 
 from benchmarks.events import StepTimes, prepare_home, read_step_times
 from benchmarks.inputs import DATA_DIR, REPO_ROOT, BenchInput
+from benchmarks.launched_run import COMMAND as LAUNCHED_COMMAND
 from benchmarks.process import ProcessResult, run_measured
 from segmentation_pipeline.core.alignment import ari_from_contingency
 from segmentation_pipeline.core.generate import ID_COLUMN, SEGMENTS, TRUTH_COLUMN
@@ -70,6 +71,7 @@ class PipelineCase:
 
     bench_input: BenchInput
     engine: str = "local"
+    launched: bool = False  # executed as Dagster's run worker does (benchmarks/launched_run.py)
     runs: list[ProcessResult] = field(default_factory=list)
     steps: list[StepTimes] = field(default_factory=list)
     refreshes: list[RefreshSeries] = field(default_factory=list)
@@ -86,19 +88,26 @@ class PipelineCase:
 
 
 class PipelineBench:
-    """Runs `segmentation run` on one input, repeatedly, in its own scratch folder."""
+    """Runs `segmentation run` on one input, repeatedly, in its own scratch folder; with
+    ``launched``, the job as the UI's and the schedule's run worker executes it instead."""
 
     def __init__(
-        self, bench_input: BenchInput, timeout_seconds: float | None, engine: str = "local"
+        self,
+        bench_input: BenchInput,
+        timeout_seconds: float | None,
+        engine: str = "local",
+        launched: bool = False,
     ) -> None:
         self.bench_input = bench_input
         self.timeout_seconds = timeout_seconds
         self.engine = engine
+        self.launched = launched
         DATA_DIR.mkdir(parents=True, exist_ok=True)
-        self.scratch = Path(tempfile.mkdtemp(prefix=f"run_{engine}_", dir=DATA_DIR))
+        prefix = f"run_{'launched' if launched else engine}_"
+        self.scratch = Path(tempfile.mkdtemp(prefix=prefix, dir=DATA_DIR))
         self.home = self.scratch / "dagster_home"
         self.warehouse = self.scratch / "warehouse" / "warehouse.duckdb"
-        self.case = PipelineCase(bench_input, engine)
+        self.case = PipelineCase(bench_input, engine, launched)
         prepare_home(self.home)
 
     def run_once(self, log_stem: Path) -> ProcessResult:
@@ -141,6 +150,9 @@ class PipelineBench:
                 into.append(steps)
 
     def command(self) -> list[str]:
+        if self.launched:
+            source, warehouse = str(self.bench_input.path), str(self.warehouse)
+            return [sys.executable, "-c", LAUNCHED_COMMAND, source, warehouse]
         cli = Path(sys.executable).parent / "segmentation"
         return [
             str(cli),

@@ -45,6 +45,7 @@ def render(
     floor: FloorCase,
     notebooks: Sequence[NotebookCase],
     spark: Sequence[PipelineCase] = (),
+    launched: Sequence[PipelineCase] = (),
 ) -> str:
     """The whole BENCHMARKS.md."""
     sections = [
@@ -55,8 +56,9 @@ def render(
         _quality(pipeline),
         _floor(floor, pipeline),
         _notebook(notebooks, pipeline),
+        _launched(launched, pipeline),
         _spark(spark, pipeline),
-        _failures([*pipeline, *spark], floor, notebooks),
+        _failures([*pipeline, *launched, *spark], floor, notebooks),
     ]
     return "\n\n".join(section for section in sections if section) + "\n"
 
@@ -434,6 +436,60 @@ def _notebook(notebooks: Sequence[NotebookCase], cases: Sequence[PipelineCase]) 
             "against the generated truth.",
             "",
             _table(headers, rows),
+        ]
+    )
+
+
+def _launched(launched: Sequence[PipelineCase], cli: Sequence[PipelineCase]) -> str:
+    """Runs executed as the UI's and the schedule's run worker does, next to the CLI's."""
+    if not launched:
+        return ""
+    cli_by_rows = {case.bench_input.rows: case for case in cli}
+    rows = []
+    for case in launched:
+        ok = case.ok_runs
+        cli_case = cli_by_rows.get(case.bench_input.rows)
+        cli_ok = _ok(cli_case)
+        wall = _median(run.wall_seconds for run in ok) if ok else None
+        cli_wall = _median(run.wall_seconds for run in cli_ok) if cli_ok else None
+        rows.append(
+            [
+                case.bench_input.label,
+                str(len(ok)),
+                _fmt_opt(wall),
+                _range(run.wall_seconds for run in ok) if ok else _DASH,
+                _fmt_opt(_median_of(case.steps, lambda t: t.in_run)),
+                _fmt_opt(cli_wall),
+                _fmt_opt(_median_of(cli_case.steps, lambda t: t.in_run) if cli_case else None),
+                f"{wall / cli_wall:.2f}x" if wall and cli_wall else _DASH,
+                f"{_median(r.peak_rss_bytes for r in ok) / _MIB:,.0f}" if ok else _DASH,
+            ]
+        )
+    headers = [
+        "input",
+        "runs",
+        "launched wall (s)",
+        "wall range (s)",
+        "in Dagster run (s)",
+        "`segmentation run` wall (s)",
+        "in Dagster run (s)",
+        "launched / CLI",
+        "peak RSS (MiB)",
+    ]
+    return "\n".join(
+        [
+            "## Runs launched from the UI or by the schedule",
+            "",
+            _table(headers, rows),
+            "",
+            "Dagster's run worker for a launched run is a fresh interpreter that loads the "
+            "definitions and executes the job in process; `python -c` with "
+            "`benchmarks/launched_run.py` does the same on a scratch instance, without the "
+            "webserver, daemon and code server around it. Its wall includes the process's "
+            "exit, which the real run worker pays after the run is reported finished. The "
+            "run starts the worker server when its resources are set up, after Dagster has "
+            "loaded, where `segmentation run` starts it before importing Dagster. The "
+            "`segmentation run` columns repeat the first table.",
         ]
     )
 

@@ -7,6 +7,8 @@ those sizes too, for the ratio). About ten minutes on a 2-core machine.
 From 1M rows each size is also refreshed (as many runs, into the last published warehouse),
 then refreshed again with a full history window (``history_fill``), the steady nightly case.
 `--spark-sizes 1m,10m` also runs the Spark engine (local mode) at those sizes.
+At 200 rows and 1M (and 10M with `--large`) the job is also run as the UI's and the
+schedule's run worker runs it (`benchmarks/launched_run.py`), next to `segmentation run`.
 """
 
 from __future__ import annotations
@@ -43,6 +45,9 @@ from benchmarks.report import Session, render
 DEFAULT_SIZES = "200,100k,1m"
 LARGE_SIZES = "200,100k,1m,10m"
 QUICK_SIZES = "200,100k"
+DEFAULT_LAUNCHED_SIZES = "200,1m"
+LARGE_LAUNCHED_SIZES = "10m"
+QUICK_LAUNCHED_SIZES = "200"
 DEFAULT_NOTEBOOK_SIZES = "200,10k,20k"
 QUICK_NOTEBOOK_SIZES = "200"
 SINGLE_REPEAT_ROWS = 10_000_000  # one repeat at and above this size: each takes minutes
@@ -75,8 +80,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         sizes = sorted(set(sizes) | set(parse_sizes(LARGE_SIZES)))
     try:
         spark_sizes = parse_sizes(args.spark_sizes) if args.spark_sizes else []
+        launched_sizes = parse_sizes(
+            args.launched_sizes or (QUICK_LAUNCHED_SIZES if args.quick else DEFAULT_LAUNCHED_SIZES)
+        )
     except ValueError as error:
         parser.error(str(error))
+    if args.large and args.launched_sizes is None:
+        launched_sizes = sorted(set(launched_sizes) | set(parse_sizes(LARGE_LAUNCHED_SIZES)))
     repeats = 1 if args.quick and args.repeats is None else (args.repeats or 3)
     started = time.strftime("%Y-%m-%d %H:%M:%S %Z")
     load_before = machine.load_average()
@@ -85,7 +95,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # The pipeline also runs at the notebook's sizes, so that every ratio compares equals;
     # the notebook table lists the larger pipeline sizes too, as not attempted.
     attempted = {n for n in notebook_sizes if n <= NOTEBOOK_MAX_ROWS}
-    pipeline_sizes = sorted(set(sizes) | attempted)
+    pipeline_sizes = sorted(set(sizes) | attempted | set(launched_sizes))
     notebook_sizes = sorted(set(notebook_sizes) | {n for n in sizes if n > NOTEBOOK_MAX_ROWS})
     measured_sizes = sorted(set(pipeline_sizes) | set(spark_sizes))
     inputs = {rows: bench_input(rows, args.mall) for rows in measured_sizes}
@@ -101,12 +111,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             bench.floor_once(round_index)
             for item in light:
                 bench.pipeline_once(item, round_index)
+                if item.rows in launched_sizes:
+                    bench.launched_once(item, round_index)
                 if item.rows in attempted:
                     bench.notebook_once(item, round_index)
         for item in (inputs[n] for n in pipeline_sizes if n > LIGHT_ROWS):
             rounds = range(1 if item.rows >= SINGLE_REPEAT_ROWS else repeats)
             for round_index in rounds:
                 bench.pipeline_once(item, round_index)
+                if item.rows in launched_sizes:
+                    bench.launched_once(item, round_index)
                 if item.rows in attempted:
                     bench.notebook_once(item, round_index)
             if item.rows >= REFRESH_MIN_ROWS:
@@ -136,10 +150,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     cases = [bench.pipeline_cases[("local", rows)] for rows in pipeline_sizes]
     spark = [bench.pipeline_cases[("spark", rows)] for rows in spark_sizes]
+    launched = [bench.launched[rows].case for rows in launched_sizes]
     notebooks = [bench.notebooks[rows] for rows in notebook_sizes]
-    args.output.write_text(render(session, cases, bench.floor.case, notebooks, spark))
+    output = render(session, cases, bench.floor.case, notebooks, spark, launched)
+    args.output.write_text(output)
     print(f"wrote {args.output}")
-    return 0 if all(case.ok_runs and not case.failed_runs for case in cases + spark) else 1
+    everything = cases + spark + launched
+    return 0 if all(case.ok_runs and not case.failed_runs for case in everything) else 1
 
 
 class _Bench:
@@ -149,6 +166,7 @@ class _Bench:
         self.timeout_seconds = timeout_seconds
         self.floor = FloorBench()
         self.pipelines: dict[tuple[str, int], PipelineBench] = {}
+        self.launched: dict[int, PipelineBench] = {}  # by rows
         self.notebooks: dict[int, NotebookCase] = {}
 
     @property
@@ -177,6 +195,16 @@ class _Bench:
             bench = self.pipelines[key] = PipelineBench(item, self.timeout_seconds, engine)
         stem = LOG_DIR / f"pipeline-{engine}-{size_label(item.rows)}-{round_index}"
         _report(f"pipeline ({engine}) {item.label} #{round_index + 1}", bench.run_once(stem))
+
+    def launched_once(self, item: BenchInput, round_index: int) -> None:
+        """The job as the run worker of a run launched from the UI or schedule executes it."""
+        bench = self.launched.get(item.rows)
+        if bench is None:
+            bench = self.launched[item.rows] = PipelineBench(
+                item, self.timeout_seconds, launched=True
+            )
+        stem = LOG_DIR / f"launched-local-{size_label(item.rows)}-{round_index}"
+        _report(f"launched run {item.label} #{round_index + 1}", bench.run_once(stem))
 
     def refresh_once(self, item: BenchInput, round_index: int, history: str) -> None:
         """A local run into the warehouse that the size's last run published."""
@@ -227,7 +255,7 @@ class _Bench:
     def close(self) -> None:
         """Remove every scratch folder (homes, warehouses); inputs and logs stay."""
         self.floor.close()
-        for bench in self.pipelines.values():
+        for bench in [*self.pipelines.values(), *self.launched.values()]:
             bench.close()
 
 
@@ -270,6 +298,11 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--spark-sizes",
         help="also run the Spark engine (local mode) at these sizes, e.g. 1m,10m (default none)",
+    )
+    parser.add_argument(
+        "--launched-sizes",
+        help=f"also run the job as a launched run's worker does at these sizes (default "
+        f"{DEFAULT_LAUNCHED_SIZES}, with --large also {LARGE_LAUNCHED_SIZES})",
     )
     parser.add_argument("--repeats", type=int, help="repeats per size below 10M (default 3)")
     parser.add_argument(
