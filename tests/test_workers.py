@@ -162,3 +162,33 @@ def test_a_launched_run_starts_the_server_unless_its_workers_would_rerun_the_scr
     assert turned_off["server_messages"] == []
     assert turned_off["heavy_here"] == ["matplotlib", "pandas", "scipy", "sklearn"]
     assert launched["segments"] == by_path["segments"] == turned_off["segments"]
+
+
+SENSOR_TICK = textwrap.dedent(
+    """
+    import sys
+    import dagster as dg
+    from segmentation_pipeline.core import workers
+    from segmentation_pipeline.defs.resources import SegmentationSettings
+    from segmentation_pipeline.defs.sensors import source_file_changed
+
+    settings = SegmentationSettings(source_csv=sys.argv[1])
+    with dg.build_sensor_context(resources={"settings": settings}) as context:
+        result = source_file_changed(context)
+    print(type(result).__name__, workers.server_running())
+    """
+)
+
+
+def test_a_sensor_reading_the_settings_starts_no_server() -> None:
+    """Dagster sets resources up for a sensor's tick too, in the code server's process."""
+    done = subprocess.run(
+        [sys.executable, "-c", SENSOR_TICK, str(MALL_CSV)],
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=REPO_ROOT,
+        check=True,
+    )
+    assert done.stdout.split() == ["SensorResult", "False"]

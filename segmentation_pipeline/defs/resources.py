@@ -136,7 +136,9 @@ class SegmentationSettings(dg.ConfigurableResource):
         return Path(self.source_csv).expanduser().resolve()
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        if self.worker_server and not workers.server_running():
+        # Only runs compute: a sensor that reads the settings (in the code server) must not
+        # start a server.
+        if self.worker_server and context.run is not None and not workers.server_running():
             message = _start_worker_server()
             if context.log:
                 context.log.info(message)
@@ -149,7 +151,8 @@ def _start_worker_server() -> str:
     Started, it keeps scikit-learn, SciPy, matplotlib and pandas out of this process, so
     what remains here for the garbage collector is Dagster and the definitions, loaded before
     the run and alive until the process ends: frozen out of its sight, as `segmentation run`
-    does (about 0.3-0.6 s of full collections per run, measured).
+    does (about 0.3-0.6 s of full collections per run, measured). In a notebook that also
+    freezes what the session holds at its first run, once.
     """
     in_process = "the model search, segment names and report are computed in this process"
     rerun = workers.main_script_rerun_by_workers()
