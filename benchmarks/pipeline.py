@@ -71,7 +71,6 @@ class PipelineCase:
 
     bench_input: BenchInput
     engine: str = "local"
-    launched: bool = False  # executed as Dagster's run worker does (benchmarks/launched_run.py)
     runs: list[ProcessResult] = field(default_factory=list)
     steps: list[StepTimes] = field(default_factory=list)
     refreshes: list[RefreshSeries] = field(default_factory=list)
@@ -107,7 +106,7 @@ class PipelineBench:
         self.scratch = Path(tempfile.mkdtemp(prefix=prefix, dir=DATA_DIR))
         self.home = self.scratch / "dagster_home"
         self.warehouse = self.scratch / "warehouse" / "warehouse.duckdb"
-        self.case = PipelineCase(bench_input, engine, launched)
+        self.case = PipelineCase(bench_input, engine)
         prepare_home(self.home)
 
     def run_once(self, log_stem: Path) -> ProcessResult:
