@@ -449,9 +449,7 @@ def _launched(launched: Sequence[PipelineCase], cli: Sequence[PipelineCase]) -> 
     for case in launched:
         ok = case.ok_runs
         cli_case = cli_by_rows.get(case.bench_input.rows)
-        cli_ok = _ok(cli_case)
-        wall = _median(run.wall_seconds for run in ok) if ok else None
-        cli_wall = _median(run.wall_seconds for run in cli_ok) if cli_ok else None
+        wall, cli_wall = _median_wall(case), _median_wall(cli_case)
         rows.append(
             [
                 case.bench_input.label,
@@ -503,9 +501,7 @@ def _spark(spark: Sequence[PipelineCase], local: Sequence[PipelineCase]) -> str:
     for case in spark:
         ok = case.ok_runs
         other = local_by_rows.get(case.bench_input.rows)
-        local_ok = _ok(other)
-        wall = _median(run.wall_seconds for run in ok) if ok else None
-        local_wall = _median(run.wall_seconds for run in local_ok) if local_ok else None
+        wall, local_wall = _median_wall(case), _median_wall(other)
         q = case.quality
         verdict = {True: "PASS", False: "FAIL", None: "no truth"}[q.passed] if q else _DASH
         rows.append(
@@ -599,6 +595,12 @@ def _median_step(steps: Sequence[StepTimes], name: str) -> float | None:
 
 def _ok(case: PipelineCase | None) -> list[ProcessResult]:
     return case.ok_runs if case is not None else []
+
+
+def _median_wall(case: PipelineCase | None) -> float | None:
+    """The median wall time of the case's successful runs; None without any."""
+    ok = _ok(case)
+    return _median(run.wall_seconds for run in ok) if ok else None
 
 
 def _median(values: Iterable[float]) -> float:
