@@ -108,8 +108,9 @@ def _run(args: argparse.Namespace) -> int:
     # First, before Dagster is imported: the worker server imports scikit-learn and
     # matplotlib on the other core while this process starts the run (core/workers.py).
     try:
-        workers.start_server()
+        server_started = workers.start_server()
     except OSError as error:  # e.g. no usable temporary folder for its socket
+        server_started = False
         print(
             f"segmentation run: no worker server ({error}); the model and the report are "
             "computed in this process",
@@ -123,7 +124,9 @@ def _run(args: argparse.Namespace) -> int:
         os.environ[locations.WAREHOUSE_ENV] = str(args.warehouse.expanduser().resolve())
     if args.source is not None:
         os.environ[locations.SOURCE_ENV] = str(args.source.expanduser().resolve())
-    settings: dict[str, object] = {}
+    # Where this command could not start the server, the run must not try again (the
+    # settings resource would, and would give a reason that is not the real one).
+    settings: dict[str, object] = {} if server_started else {"worker_server": False}
     if args.max_reject_fraction is not None:
         settings["max_reject_fraction"] = args.max_reject_fraction
     if args.engine is not None:
