@@ -21,6 +21,7 @@ from segmentation_pipeline.core import locations
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_INTERRUPTED = 130  # as a shell reports a command stopped by Ctrl-C (128 + SIGINT)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -30,7 +31,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args))
     except KeyboardInterrupt:
         print("interrupted; the published warehouse is unchanged", file=sys.stderr)
-        return 130
+        return EXIT_INTERRUPTED
     finally:
         # Everything still alive lives until the process exits. Without this, the garbage
         # collector walks the ~370,000 objects of Dagster and the data libraries again while
@@ -148,14 +149,22 @@ def _run(args: argparse.Namespace) -> int:
     except RunSetupError as error:
         print(f"segmentation run: {error}", file=sys.stderr)
         return EXIT_USAGE
-    if not outcome.published:
-        print(f"segmentation run failed (run {outcome.run_id}):", file=sys.stderr)
-        for problem in outcome.problems:
-            print(f"  {problem}", file=sys.stderr)
+    if outcome.published:
+        print(outcome.summary)
+    if outcome.succeeded:
+        return EXIT_OK
+    stopped = "interrupted" if outcome.interrupted else "failed"
+    print(f"segmentation run {stopped} (run {outcome.run_id}):", file=sys.stderr)
+    for problem in outcome.problems:
+        print(f"  {problem}", file=sys.stderr)
+    if outcome.published:
+        print(
+            f"The new results were published to {outcome.warehouse} before that.",
+            file=sys.stderr,
+        )
+    else:
         print(f"The published warehouse {outcome.warehouse} is unchanged.", file=sys.stderr)
-        return EXIT_FAILED
-    print(outcome.summary)
-    return EXIT_OK
+    return EXIT_INTERRUPTED if outcome.interrupted else EXIT_FAILED
 
 
 def _collect_run_objects_only() -> None:

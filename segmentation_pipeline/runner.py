@@ -21,6 +21,7 @@ from segmentation_pipeline.core import locations
 JOB_NAME = "segmentation_job"
 # Exceptions whose message is already written for the person running the pipeline.
 _USER_WORDED_ERRORS = frozenset({"InputError", "PublishError"})
+_INTERRUPT_ERRORS = frozenset({"DagsterExecutionInterruptedError", "KeyboardInterrupt"})
 
 
 class RunSetupError(Exception):
@@ -29,11 +30,14 @@ class RunSetupError(Exception):
 
 @dataclass
 class RunOutcome:
-    """The run's id, whether new results were published, and what to tell the user."""
+    """The run's id, whether it succeeded and whether new results were published (a step
+    after the publish, the report, can fail), and what to tell the user."""
 
     run_id: str
+    succeeded: bool
     published: bool
     warehouse: Path
+    interrupted: bool = False
     problems: list[str] = field(default_factory=list)
     summary: str = ""
 
@@ -60,6 +64,7 @@ def run_segmentation_job(
     import dagster as dg
 
     from segmentation_pipeline.definitions import defs
+    from segmentation_pipeline.defs.assets.common import INTERRUPTED
 
     _ensure_instance_config(home)
     job = defs().resolve_job_def(JOB_NAME)
@@ -83,15 +88,21 @@ def run_segmentation_job(
             run_config=run_config, instance=instance, raise_on_error=False
         )
     warehouse = locations.warehouse_path()
-    published = result.success and any(
+    published = any(
         event.asset_key == dg.AssetKey("published_warehouse")
         for event in result.get_asset_materialization_events()
     )
-    outcome = RunOutcome(run_id=result.run_id, published=published, warehouse=warehouse)
+    outcome = RunOutcome(
+        run_id=result.run_id,
+        succeeded=result.success,
+        published=published,
+        warehouse=warehouse,
+    )
     if published:
         outcome.summary = published_summary(warehouse, result.run_id)
-    else:
+    if not result.success:
         outcome.problems = _problems(result)
+        outcome.interrupted = any(p.endswith(f": {INTERRUPTED}") for p in outcome.problems)
     return outcome
 
 
@@ -143,6 +154,12 @@ class _ProgressHandler(logging.Handler):
             self._write(f"check {evaluation.check_name}: {verdict}")
         elif kind == "STEP_FAILURE":
             self._write(f"{step}: FAILED")
+        elif kind == "STEP_UP_FOR_RETRY":
+            retry = event.event_specific_data
+            error = (retry.error.cause or retry.error) if retry.error else None
+            reason = f": {_error_text(error)}" if error else ""
+            wait = f" in {retry.seconds_to_wait:g} s" if retry.seconds_to_wait else ""
+            self._write(f"{step}: failed{reason}; retrying{wait}")
         elif step in self.asset_steps and kind == "STEP_START":
             self._write(f"{step}: start")
         elif step in self.asset_steps and kind == "STEP_SUCCESS":
@@ -169,13 +186,18 @@ def _progress_logger(asset_steps: frozenset[str]):  # noqa: ANN202 - a LoggerDef
 
 
 def _problems(result: object) -> list[str]:
-    """Reasons from failed steps (the Failure's description) and failed checks."""
+    """Reasons from failed steps (the Failure's description) and failed checks; a step
+    stopped by an interrupt ends with INTERRUPTED."""
+    from segmentation_pipeline.defs.assets.common import INTERRUPTED
+
     problems: list[str] = []
     for event in result.all_events:  # type: ignore[attr-defined]
         if event.is_step_failure:
             data = event.step_failure_data
             if data.user_failure_data is not None and data.user_failure_data.description:
                 problems.append(f"{event.step_key}: {data.user_failure_data.description}")
+            elif data.error is not None and data.error.cls_name in _INTERRUPT_ERRORS:
+                problems.append(f"{event.step_key}: {INTERRUPTED}")  # stopped between steps
             elif data.error is not None:
                 error = data.error.cause or data.error  # the user code's exception, if wrapped
                 problems.append(f"{event.step_key}: {_error_text(error)}")
@@ -183,7 +205,8 @@ def _problems(result: object) -> list[str]:
             error = event.event_specific_data.error
             problems.append(f"setting up the run: {_error_text(error.cause or error)}")
     for evaluation in result.get_asset_check_evaluations():  # type: ignore[attr-defined]
-        if not evaluation.passed:
+        # Warnings (the drift checks) were shown as the run went; they fail nothing.
+        if not evaluation.passed and getattr(evaluation.severity, "value", "ERROR") != "WARN":
             problems.append(f"check {evaluation.check_name} failed: {evaluation.description}")
     return problems or ["the run failed; see the run's logs in the Dagster UI"]
 

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
+import duckdb
 import pytest
 
 from tests.conftest import (
@@ -167,6 +170,107 @@ def test_failed_run_explains_on_stderr_and_keeps_the_warehouse(published, tmp_pa
     assert "is unchanged" in done.stderr
     assert "Traceback" not in done.stderr
     assert file_sha256(published["warehouse"]) == before
+
+
+def _interrupted_run(
+    args: list[str | Path], env: dict[str, str], step: str, signal_number: int
+) -> tuple[int, str, str]:
+    """``segmentation run`` sent ``signal_number`` as soon as ``step`` starts (as Ctrl-C or
+    a service manager's stop would); returns its exit code, stdout and stderr."""
+    process = subprocess.Popen(
+        [str(CLI), "run", *map(str, args)],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO_ROOT,
+    )
+    seen = []
+    for line in process.stderr:  # type: ignore[union-attr]
+        seen.append(line)
+        if line.rstrip().endswith(f"{step}: start"):
+            time.sleep(0.5)  # into the step's own code (the model search takes over 1 s)
+            process.send_signal(signal_number)
+            break
+    stdout, rest = process.communicate(timeout=300)
+    return process.returncode, stdout, "".join(seen) + rest
+
+
+def _step_events(home: Path, run_id: str) -> list[tuple[str | None, str]]:
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        return [
+            (record.step_key, record.dagster_event.event_type_value)
+            for record in instance.all_logs(run_id)
+            if record.dagster_event is not None
+        ]
+
+
+def _run_id(stderr: str) -> str:
+    return stderr.split("segmentation run interrupted (run ", 1)[1].split(")", 1)[0]
+
+
+@pytest.fixture(scope="module")
+def customers_20k(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Enough customers for the model search to take a second or more."""
+    from segmentation_pipeline.core.generate import write_customers_csv
+
+    return write_customers_csv(tmp_path_factory.mktemp("c20k") / "c.csv", rows=20_000, seed=1)
+
+
+def test_an_interrupted_run_stops_without_retrying_and_publishes_nothing(published, customers_20k):
+    """Ctrl-C during the model search: Dagster would retry a step with a retry policy that
+    an interrupt stopped, and the run went on to publish; it must stop instead."""
+    before = file_sha256(published["warehouse"])
+    env = subprocess_env(DAGSTER_HOME=published["home"])
+    args = ["--source", customers_20k, "--warehouse", published["warehouse"]]
+
+    code, stdout, stderr = _interrupted_run(args, env, "segmentation_model", signal.SIGINT)
+
+    assert code == 130, stderr
+    assert "segmentation run interrupted" in stderr
+    assert "segmentation_model: interrupted: the run was asked to stop" in stderr
+    assert "is unchanged" in stderr
+    assert "Published run" not in stdout
+    assert file_sha256(published["warehouse"]) == before
+    events = _step_events(published["home"], _run_id(stderr))
+    assert ("segmentation_model", "STEP_FAILURE") in events
+    assert not [kind for _, kind in events if kind == "STEP_UP_FOR_RETRY"]
+    started = {step for step, kind in events if kind == "STEP_START"}
+    assert started == {
+        "raw_customers",
+        "staged_customer_checks",
+        "customer_features",
+        "segmentation_model",
+    }
+
+
+def test_a_run_stopped_after_publishing_says_the_results_are_published(
+    published, customers_20k, tmp_path
+):
+    """SIGTERM during the report: the new results are already published, and the run's
+    message must not claim otherwise."""
+    warehouse = tmp_path / "warehouse.duckdb"
+    warehouse.write_bytes(published["warehouse"].read_bytes())
+    env = subprocess_env(DAGSTER_HOME=published["home"])
+    args = ["--source", customers_20k, "--warehouse", warehouse]
+
+    code, stdout, stderr = _interrupted_run(args, env, "segment_report", signal.SIGTERM)
+
+    assert code == 130, stderr
+    assert "segment_report: interrupted" in stderr
+    assert f"The new results were published to {warehouse} before that." in stderr
+    assert "is unchanged" not in stderr
+    run_id = _run_id(stderr)
+    assert f"Published run {run_id}" in stdout
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        assert con.execute("SELECT DISTINCT run_id FROM customer_segments").fetchall() == [
+            (run_id,)
+        ]
+    finally:
+        con.close()
 
 
 def test_unusable_warehouse_folder_is_named(published, tmp_path, mall_csv):

@@ -288,3 +288,60 @@ def test_launched_and_scheduled_runs_publish_one_at_a_time(dev, paths):
     succeeded = [r for r in dev.runs() if r["status"] == "SUCCESS"]
     assert latest[0][0] in {r["runId"] for r in succeeded if r["startTime"] >= second["startTime"]}
     assert n_latest == [(200,)]
+
+
+TERMINATE_MUTATION = """
+mutation Terminate($runId: String!) {
+  terminateRun(runId: $runId) {
+    __typename
+    ... on TerminateRunFailure { message }
+    ... on PythonError { message }
+  }
+}
+"""
+
+STEP_EVENTS_QUERY = """
+query StepEvents($runId: ID!) {
+  logsForRun(runId: $runId) {
+    ... on EventConnection { events { __typename ... on StepEvent { stepKey } } }
+  }
+}
+"""
+
+
+def test_terminate_stops_the_run_without_retrying_or_publishing(dev, tmp_path):
+    """Terminate in the UI during the model search: Dagster would retry an interrupted
+    step that has a retry policy, and the run went on to publish; it must end canceled."""
+    from segmentation_pipeline.core.generate import write_customers_csv
+
+    source = write_customers_csv(tmp_path / "c20k.csv", rows=20_000, seed=1)  # a search of >1 s
+    warehouse = tmp_path / "terminated" / "warehouse.duckdb"
+    config = {
+        "resources": {
+            "settings": {"config": {"source_csv": str(source)}},
+            "warehouse": {"config": {"path": str(warehouse)}},
+        }
+    }
+    params = {"selector": {**REPOSITORY, "jobName": "segmentation_job"}, "runConfigData": config}
+    launched = dev.gql(LAUNCH_MUTATION, {"params": params})["launchRun"]
+    assert launched["__typename"] == "LaunchRunSuccess", launched
+    run_id = launched["run"]["runId"]
+
+    def step_events() -> list[tuple[str, str]]:
+        logs = dev.gql(STEP_EVENTS_QUERY, {"runId": run_id})["logsForRun"]
+        return [(e["__typename"], e.get("stepKey")) for e in logs["events"]]
+
+    deadline = time.monotonic() + RUN_TIMEOUT  # queued behind a scheduled run, perhaps
+    while ("ExecutionStepStartEvent", "segmentation_model") not in step_events():
+        assert time.monotonic() < deadline, dev.log_tail()
+        time.sleep(0.1)
+    time.sleep(0.5)  # into the search itself
+    terminated = dev.gql(TERMINATE_MUTATION, {"runId": run_id})["terminateRun"]
+    assert terminated["__typename"] == "TerminateRunSuccess", terminated
+
+    run = dev.wait_for_run(lambda r: r["runId"] == run_id, RUN_TIMEOUT, "terminated run")
+    assert run["status"] == "CANCELED", dev.log_tail()
+    kinds = [kind for kind, _ in step_events()]
+    assert "ExecutionStepUpForRetryEvent" not in kinds
+    assert ("ExecutionStepStartEvent", "published_warehouse") not in step_events()
+    assert not warehouse.exists()

@@ -8,9 +8,11 @@ cannot hide an import."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 from tests.conftest import MALL_CSV, REPO_ROOT, published_segments, subprocess_env
@@ -192,3 +194,100 @@ def test_a_sensor_reading_the_settings_starts_no_server() -> None:
         check=True,
     )
     assert done.stdout.split() == ["SensorResult", "False"]
+
+
+# argv: a file for the pids. The worker starts a forked child of its own, as the model
+# search and the plots do, writes "worker child server" pids, and both wait for an hour.
+ABANDONED_WORKER = textwrap.dedent(
+    """
+    import sys
+    from segmentation_pipeline.core import workers
+    from tests.test_workers import wait_with_a_forked_child
+
+    workers.start_server()
+    workers.call(wait_with_a_forked_child, sys.argv[1])
+    """
+)
+
+
+def wait_with_a_forked_child(pid_file: str) -> None:
+    """In a worker: a forked child, both pids and the server's written, then a long wait."""
+    from segmentation_pipeline.core.forked import ForkedCall
+
+    with ForkedCall(time.sleep, 3600) as child:
+        pids = f"{os.getpid()} {child._process.pid} {os.getppid()}"
+        Path(pid_file).write_text(pids)
+        time.sleep(3600)
+
+
+def _ended(pid: int) -> bool:
+    """Gone, or a zombie (ended; this container's init may not reap it)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def test_the_workers_end_with_a_run_that_is_killed(tmp_path):
+    """A run worker killed outright (SIGKILL, out of memory) runs no clean-up; its worker,
+    the worker's forked child and the server must not stay behind for good."""
+    pid_file = tmp_path / "pids"
+    run = subprocess.Popen(
+        [sys.executable, "-c", ABANDONED_WORKER, str(pid_file)],
+        env=subprocess_env(),
+        cwd=REPO_ROOT,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not pid_file.exists() or len(pid_file.read_text().split()) < 3:
+            assert run.poll() is None and time.monotonic() < deadline
+            time.sleep(0.1)
+        pids = [int(pid) for pid in pid_file.read_text().split()]
+        assert not any(_ended(pid) for pid in pids)
+    finally:
+        run.kill()
+        run.wait()
+    deadline = time.monotonic() + 30
+    while not all(_ended(pid) for pid in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert [pid for pid in pids if not _ended(pid)] == []
+
+
+# The worker sleeps for a minute; an interrupt one second in must not wait for it.
+INTERRUPTED_CALL = textwrap.dedent(
+    """
+    import json, signal, time
+    from segmentation_pipeline.core import workers
+
+    def interrupt(*_):
+        raise KeyboardInterrupt
+
+    workers.start_server()
+    workers.call(time.sleep, 0)  # the server has started
+    signal.signal(signal.SIGALRM, interrupt)
+    signal.alarm(1)
+    started = time.monotonic()
+    try:
+        workers.call(time.sleep, 60)
+        outcome = "returned"
+    except KeyboardInterrupt:
+        outcome = "interrupted"
+    print(json.dumps({"outcome": outcome, "seconds": time.monotonic() - started}))
+    """
+)
+
+
+def test_an_interrupted_call_stops_its_worker_instead_of_waiting_for_it() -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", INTERRUPTED_CALL],
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO_ROOT,
+        check=True,
+    )
+    outcome = json.loads(done.stdout.strip().splitlines()[-1])
+    assert outcome["outcome"] == "interrupted"
+    assert outcome["seconds"] < 30  # the worker's call would have taken 60 s

@@ -15,8 +15,11 @@ compute in-process.
 
 from __future__ import annotations
 
+import ctypes
 import multiprocessing
 import os
+import signal
+import sys
 import traceback
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -46,7 +49,7 @@ class ForkedCall:
         context = multiprocessing.get_context("fork")
         self._reader, writer = context.Pipe(duplex=False)
         self._process = context.Process(
-            target=_call_and_send, args=(writer, function, args), daemon=True
+            target=_call_and_send, args=(writer, os.getpid(), function, args), daemon=True
         )
         self._process.start()
         writer.close()  # the child holds the writing end; EOF here means it died
@@ -79,8 +82,27 @@ class ForkedCall:
             self._reader.close()
 
 
-def _call_and_send(writer: Connection, function: Callable[..., Any], args: tuple) -> None:
+def die_with_parent(parent_pid: int) -> None:
+    """Have the kernel kill this process when its parent process ends (Linux).
+
+    A parent killed outright (SIGKILL, or SIGTERM while it waits for this child) runs no
+    clean-up, and its child would compute on, or block forever writing a result nobody
+    reads. ``parent_pid`` is the parent this process was started by: if it ended before
+    the request was made, this process ends now. Elsewhere this does nothing.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    pr_set_pdeathsig = 1  # from <sys/prctl.h>
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGKILL), 0, 0, 0)
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+def _call_and_send(
+    writer: Connection, parent_pid: int, function: Callable[..., Any], args: tuple
+) -> None:
     """Child side: the result, or the traceback as text (not every exception pickles)."""
+    die_with_parent(parent_pid)
     try:
         writer.send((True, function(*args)))
     except BaseException:  # noqa: BLE001 - reported to the parent, which raises it

@@ -3,7 +3,7 @@
 import dagster as dg
 
 from segmentation_pipeline.core.errors import InputError
-from segmentation_pipeline.defs.assets.common import GROUP, TRANSIENT_RETRY
+from segmentation_pipeline.defs.assets.common import GROUP, TRANSIENT_RETRY, stops_when_interrupted
 from segmentation_pipeline.defs.metadata import column_schema, markdown_preview
 from segmentation_pipeline.defs.resources import (
     SegmentationSettings,
@@ -17,6 +17,7 @@ from segmentation_pipeline.defs.resources import (
     kinds={"duckdb", "csv"},
     retry_policy=TRANSIENT_RETRY,
 )
+@stops_when_interrupted
 def raw_customers(
     context: dg.AssetExecutionContext,
     settings: SegmentationSettings,

@@ -12,7 +12,7 @@ from segmentation_pipeline.core.selection import (
     count_distinct_sorted,
     sorted_rows,
 )
-from segmentation_pipeline.defs.assets.common import GROUP, TRANSIENT_RETRY
+from segmentation_pipeline.defs.assets.common import GROUP, TRANSIENT_RETRY, stops_when_interrupted
 from segmentation_pipeline.defs.assets.ingest import raw_customers
 from segmentation_pipeline.defs.metadata import markdown_preview
 from segmentation_pipeline.defs.resources import (
@@ -56,6 +56,7 @@ def _usable_k_max(
 
 
 @dg.asset(group_name=GROUP, kinds={"duckdb"}, deps=[raw_customers], retry_policy=TRANSIENT_RETRY)
+@stops_when_interrupted
 def customer_features(
     context: dg.AssetExecutionContext,
     settings: SegmentationSettings,
@@ -98,6 +99,7 @@ def customer_features(
     deps=[customer_features],
     retry_policy=TRANSIENT_RETRY,
 )
+@stops_when_interrupted
 def segmentation_model(
     context: dg.AssetExecutionContext,
     settings: SegmentationSettings,
@@ -209,6 +211,7 @@ def segmentation_model(
 @dg.asset(
     group_name=GROUP, kinds={"duckdb"}, deps=[segmentation_model], retry_policy=TRANSIENT_RETRY
 )
+@stops_when_interrupted
 def customer_segments(
     context: dg.AssetExecutionContext,
     settings: SegmentationSettings,

@@ -11,7 +11,7 @@ from segmentation_pipeline.core.segment_stats import (
     record_profiles,
     segment_statistics,
 )
-from segmentation_pipeline.defs.assets.common import GROUP, TRANSIENT_RETRY
+from segmentation_pipeline.defs.assets.common import GROUP, TRANSIENT_RETRY, stops_when_interrupted
 from segmentation_pipeline.defs.assets.model import customer_segments
 from segmentation_pipeline.defs.resources import WarehouseResource
 
@@ -30,6 +30,7 @@ _SHOWN = [
 @dg.asset(
     group_name=GROUP, kinds={"duckdb"}, deps=[customer_segments], retry_policy=TRANSIENT_RETRY
 )
+@stops_when_interrupted
 def segment_profiles(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:

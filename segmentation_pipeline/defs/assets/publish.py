@@ -6,7 +6,7 @@ from segmentation_pipeline.core.errors import PublishError
 from segmentation_pipeline.core.history import history_row_count
 from segmentation_pipeline.core.validation import run_is_complete
 from segmentation_pipeline.core.views import create_views
-from segmentation_pipeline.defs.assets.common import GROUP, TRANSIENT_RETRY
+from segmentation_pipeline.defs.assets.common import GROUP, TRANSIENT_RETRY, stops_when_interrupted
 from segmentation_pipeline.defs.assets.profiles import segment_profiles
 from segmentation_pipeline.defs.resources import WarehouseResource
 
@@ -26,6 +26,7 @@ PUBLISHED_TABLES = (
 
 
 @dg.asset(group_name=GROUP, kinds={"duckdb"}, deps=[segment_profiles], retry_policy=TRANSIENT_RETRY)
+@stops_when_interrupted
 def published_warehouse(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:

@@ -8,7 +8,7 @@ import dagster as dg
 from segmentation_pipeline.core import workers
 from segmentation_pipeline.core.markdown import value_table
 from segmentation_pipeline.core.report_job import SHOWN_PROFILE_COLUMNS, write_run_report
-from segmentation_pipeline.defs.assets.common import GROUP, TRANSIENT_RETRY
+from segmentation_pipeline.defs.assets.common import GROUP, TRANSIENT_RETRY, stops_when_interrupted
 from segmentation_pipeline.defs.assets.publish import published_warehouse
 from segmentation_pipeline.defs.resources import WarehouseResource
 
@@ -24,6 +24,7 @@ def reports_dir(warehouse_path: Path) -> Path:
     deps=[published_warehouse],
     retry_policy=TRANSIENT_RETRY,
 )
+@stops_when_interrupted
 def segment_report(
     context: dg.AssetExecutionContext, warehouse: WarehouseResource
 ) -> dg.MaterializeResult:
