@@ -230,7 +230,8 @@ def published_summary(warehouse: Path, run_id: str) -> str:
     try:
         run = con.execute(
             "SELECT r.source, r.n_customers, r.n_rejected, r.algorithm, r.n_segments, "
-            "r.silhouette, r.features, r.ari_vs_previous FROM segmentation_runs r "
+            "r.silhouette, r.features, r.ari_vs_previous, r.previous_run_id "
+            "FROM segmentation_runs r "
             "WHERE r.run_id = $run_id",
             {"run_id": run_id},
         ).fetchone()
@@ -241,14 +242,20 @@ def published_summary(warehouse: Path, run_id: str) -> str:
         ).fetchall()
     finally:
         con.close()
-    source, n_customers, n_rejected, algorithm, k, silhouette, features, ari = run
+    source, n_customers, n_rejected, algorithm, k, silhouette, features, ari, previous = run
+    if ari is not None:
+        agreement = f"  vs previous run: ARI {ari:.3f}"
+    elif previous is not None:  # the customer base was replaced
+        agreement = f"  vs previous run: no customer in common with run {previous}"
+    else:
+        agreement = "  first run"
     report = warehouse.parent / "reports" / f"{run_id}.html"
     lines = [
         f"Published run {run_id}",
         f"  source:     {source}",
         f"  customers:  {n_customers:,} ({n_rejected:,} rows rejected)",
         f"  model:      {algorithm}, {k} segments on {features} (silhouette {silhouette:.3f})",
-        f"  vs previous run: ARI {ari:.3f}" if ari is not None else "  first run",
+        agreement,
         "  segments:",
         *(
             f"    {segment_id:>3}  {name:<45} {n:>10,}  {share:6.1%}"

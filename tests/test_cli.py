@@ -264,6 +264,9 @@ def test_a_run_stopped_after_publishing_says_the_results_are_published(
     assert "is unchanged" not in stderr
     run_id = _run_id(stderr)
     assert f"Published run {run_id}" in stdout
+    # The generated ids ("000001") share none with the Kaggle file's ("0001").
+    assert "vs previous run: no customer in common with run " in stdout
+    assert "first run" not in stdout
     con = duckdb.connect(str(warehouse), read_only=True)
     try:
         assert con.execute("SELECT DISTINCT run_id FROM customer_segments").fetchall() == [

@@ -229,6 +229,15 @@ def test_first_run_says_so_and_has_no_migration_plot():
     assert "segments" in report.images
 
 
+def test_a_replaced_customer_base_is_not_called_a_first_run(mall_inputs):
+    """A previous run with no customer in common has no ARI; it is still a previous run."""
+    run = {**mall_inputs.run, "ari_vs_previous": None, "previous_run_id": "run-0000"}
+    report = render_report(replace(mall_inputs, run=run))
+    for text in (report.html, report.markdown):
+        assert "none: no customer in common with run run-0000" in text
+        assert "first run" not in text.lower()
+
+
 def test_rendering_is_deterministic(mall_inputs, rendered):
     again = render_report(mall_inputs)
     assert again.html == rendered.html

@@ -454,12 +454,18 @@ def run_summary_section(inputs: ReportInputs) -> Section:
         ("Silhouette (-1..1, higher is better)", fmt_number(run.get("silhouette"), 3)),
         ("Davies-Bouldin (lower is better)", fmt_number(run.get("davies_bouldin"), 3)),
         ("Calinski-Harabasz (higher is better)", fmt_number(run.get("calinski_harabasz"), 1)),
-        (
-            "Agreement with previous run (ARI)",
-            "first run" if is_missing(ari) else fmt_number(ari, 3),
-        ),
+        ("Agreement with previous run (ARI)", agreement_text(ari, run.get("previous_run_id"))),
     ]
     return Section("run-summary", [Paragraph(headline(inputs)), Facts(facts)])
+
+
+def agreement_text(ari: Any, previous_run_id: Any) -> str:
+    """The ARI against the previous run, or why there is none."""
+    if not is_missing(ari):
+        return fmt_number(ari, 3)
+    if is_missing(previous_run_id):
+        return "first run"
+    return f"none: no customer in common with run {previous_run_id}"
 
 
 def input_section(inputs: ReportInputs) -> Section:

@@ -273,6 +273,7 @@ def customer_segments(
             " AND from_segment_id IS NOT NULL AND from_segment_id <> to_segment_id",
             {"run_id": run_id},
         ).fetchone()[0]
+    no_agreement = "first run" if previous is None else "none: no customer in common"
     context.log.info(f"Assigned {n_assigned:,} customers; {moved:,} changed segment.")
     if unused_keys:
         context.log.info(f"Deleted {unused_keys:,} customer keys that no kept run uses.")
@@ -286,7 +287,7 @@ def customer_segments(
             "dagster/row_count": n_assigned,
             "segment_sizes": sizes,
             "customers_changed_segment": int(moved),
-            "ari_vs_previous": ari if ari is not None else "first run",
+            "ari_vs_previous": ari if ari is not None else no_agreement,
             "previous_run_id": previous or "none",
             "history_rows_removed": pruned,
         }
