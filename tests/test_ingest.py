@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 from pathlib import Path
 
@@ -270,6 +271,21 @@ def test_latin1_bytes_in_the_header(con, write_csv):
     with pytest.raises(InputError, match="not UTF-8") as error:
         stage_customers(con, write_csv(data), "run-1")
     assert error.value.line == 1
+
+
+def test_a_compressed_file_is_named_as_such(con, write_csv, mall_csv):
+    """A .csv.gz passed as it is would otherwise read as text that is not UTF-8."""
+    path = write_csv(gzip.compress(mall_csv.read_bytes(), mtime=0), name="customers.csv.gz")
+    with pytest.raises(InputError, match="is a gzip-compressed file, not CSV text") as error:
+        stage_customers(con, path, "run-1")
+    assert "decompress it first" in str(error.value)
+    assert error.value.line == 1
+
+
+def test_an_excel_workbook_is_named(con, write_csv):
+    path = write_csv(b"PK\x03\x04" + bytes(100), name="customers.xlsx")
+    with pytest.raises(InputError, match="a ZIP archive \\(or an Excel workbook\\)"):
+        stage_customers(con, path, "run-1")
 
 
 @pytest.mark.parametrize("blank_lines", ["", "\n", "\n\n"])

@@ -64,10 +64,27 @@ def check_source_file(source: Path) -> None:
         raise InputError(source, "file is empty; expected a header line and customer rows")
 
 
+# Leading bytes of files often passed by mistake, and what to do instead.
+_NOT_TEXT = (
+    (b"\x1f\x8b", "a gzip-compressed file, not CSV text; decompress it first (gunzip)"),
+    (
+        b"PK\x03\x04",
+        "a ZIP archive (or an Excel workbook), not CSV text; extract or export the CSV",
+    ),
+    (b"\x28\xb5\x2f\xfd", "a zstd-compressed file, not CSV text; decompress it first (unzstd)"),
+    (b"BZh", "a bzip2-compressed file, not CSV text; decompress it first (bunzip2)"),
+    (b"\xfd7zXZ\x00", "an xz-compressed file, not CSV text; decompress it first (unxz)"),
+    (b"PAR1", "a Parquet file, not CSV text; export it as CSV"),
+)
+
+
 def read_header(source: Path) -> SourceHeader:
     """Read and map the header line, or explain exactly why it is not usable."""
     with source.open("rb") as handle:
         first_line = handle.readline(1 << 20)
+    for magic, what in _NOT_TEXT:
+        if first_line.startswith(magic):
+            raise InputError(source, f"is {what}", line=1)
     try:
         text = first_line.decode("utf-8-sig")
     except UnicodeDecodeError as error:
