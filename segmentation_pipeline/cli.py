@@ -22,6 +22,7 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_INTERRUPTED = 130  # as a shell reports a command stopped by Ctrl-C (128 + SIGINT)
+EXIT_BROKEN_PIPE = 141  # as a command stopped by SIGPIPE, when its reader went away
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -144,6 +145,11 @@ def _run(args: argparse.Namespace) -> int:
     for name in ("k_min", "k_max", "seed", "history_runs_kept"):
         if getattr(args, name) is not None:
             settings[name] = getattr(args, name)
+    problems = _invalid_settings(settings)
+    if problems:
+        for problem in problems:
+            print(f"segmentation run: {problem}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         outcome = run_segmentation_job(settings, before_execute=_collect_run_objects_only)
     except RunSetupError as error:
@@ -167,6 +173,25 @@ def _run(args: argparse.Namespace) -> int:
     return EXIT_INTERRUPTED if outcome.interrupted else EXIT_FAILED
 
 
+def _invalid_settings(settings: dict[str, object]) -> list[str]:
+    """The settings' own rules (defs/resources.py), applied before the run starts and worded
+    with this command's flags: otherwise a bad value fails the run's set-up with pydantic's
+    text, or, for an empty k range, only after the input was loaded and checked."""
+    import pydantic
+
+    from segmentation_pipeline.defs.resources import SegmentationSettings
+
+    try:
+        SegmentationSettings(source_csv=str(locations.source_csv()), **settings)
+    except pydantic.ValidationError as error:
+        return [
+            (f"--{error['loc'][0].replace('_', '-')}: " if error["loc"] else "")
+            + error["msg"].removeprefix("Value error, ")
+            for error in error.errors()
+        ]
+    return []
+
+
 def _collect_run_objects_only() -> None:
     """Freeze what start-up allocated and turn the garbage collector back on (see _run)."""
     gc.freeze()
@@ -185,18 +210,27 @@ def _sql(args: argparse.Namespace) -> int:
         print(f"segmentation sql: {error}", file=sys.stderr)
         return EXIT_FAILED
     try:
-        frame = con.execute(args.query).df()
+        result = con.execute(args.query)
+        if result is None:  # nothing but blanks or comments
+            print("segmentation sql: the query has no statement to run", file=sys.stderr)
+            return EXIT_USAGE
+        frame = result.df()
     except duckdb.Error as error:
         print(f"segmentation sql: {error}", file=sys.stderr)
         return EXIT_FAILED
     finally:
         con.close()
-    if args.format == "csv":
-        frame.to_csv(sys.stdout, index=False)
-    elif args.format == "json":
-        print(frame.to_json(orient="records", date_format="iso", indent=2))
-    else:
-        print(frame.to_string(index=False) if not frame.empty else "(no rows)")
+    try:
+        if args.format == "csv":
+            frame.to_csv(sys.stdout, index=False)
+        elif args.format == "json":
+            print(frame.to_json(orient="records", date_format="iso", indent=2))
+        else:
+            print(frame.to_string(index=False) if not frame.empty else "(no rows)")
+        sys.stdout.flush()
+    except BrokenPipeError:  # the reader stopped early (`| head`): not an error to report
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush
+        return EXIT_BROKEN_PIPE
     return EXIT_OK
 
 
@@ -206,7 +240,16 @@ def _generate(args: argparse.Namespace) -> int:
     if args.rows <= 0:
         print("segmentation generate: --rows must be positive", file=sys.stderr)
         return EXIT_USAGE
-    path = write_customers_csv(args.out, rows=args.rows, seed=args.seed, with_truth=args.with_truth)
+    if args.out.is_dir():
+        print(f"segmentation generate: --out {args.out} is a folder; name a file", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        path = write_customers_csv(
+            args.out, rows=args.rows, seed=args.seed, with_truth=args.with_truth
+        )
+    except OSError as error:
+        print(f"segmentation generate: cannot write {args.out}: {error.strerror}", file=sys.stderr)
+        return EXIT_FAILED
     print(json.dumps({"path": str(path), "rows": args.rows, "seed": args.seed}))
     return EXIT_OK
 

@@ -22,6 +22,7 @@ JOB_NAME = "segmentation_job"
 # Exceptions whose message is already written for the person running the pipeline.
 _USER_WORDED_ERRORS = frozenset({"InputError", "PublishError"})
 _INTERRUPT_ERRORS = frozenset({"DagsterExecutionInterruptedError", "KeyboardInterrupt"})
+_CHECKS_FAILED_ERROR = "DagsterAssetCheckFailedError"  # a blocking check's step
 
 
 class RunSetupError(Exception):
@@ -196,6 +197,8 @@ def _problems(result: object) -> list[str]:
             data = event.step_failure_data
             if data.user_failure_data is not None and data.user_failure_data.description:
                 problems.append(f"{event.step_key}: {data.user_failure_data.description}")
+            elif data.error is not None and data.error.cls_name == _CHECKS_FAILED_ERROR:
+                continue  # the failed checks themselves are listed below, with reasons
             elif data.error is not None and data.error.cls_name in _INTERRUPT_ERRORS:
                 problems.append(f"{event.step_key}: {INTERRUPTED}")  # stopped between steps
             elif data.error is not None:

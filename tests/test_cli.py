@@ -155,6 +155,51 @@ def test_sql_is_read_only(published):
     assert file_sha256(published["warehouse"]) == before
 
 
+def test_sql_without_a_statement_says_so(published):
+    env = subprocess_env(SEGMENTATION_WAREHOUSE=published["warehouse"])
+    for query in ("", "-- a comment only"):
+        done = segmentation("sql", query, env=env)
+        assert done.returncode == 2
+        assert done.stderr == "segmentation sql: the query has no statement to run\n"
+
+
+def test_sql_piped_into_a_reader_that_stops_early_ends_quietly(published):
+    """`segmentation sql ... | head`: the reader closes the pipe; no traceback."""
+    env = subprocess_env(SEGMENTATION_WAREHOUSE=published["warehouse"])
+    process = subprocess.Popen(
+        [str(CLI), "sql", "SELECT * FROM range(1000000)", "--format", "csv"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=REPO_ROOT,
+    )
+    assert process.stdout.readline() == b"range\n"  # type: ignore[union-attr]
+    process.stdout.close()  # type: ignore[union-attr]
+    stderr = process.stderr.read()  # type: ignore[union-attr]
+    assert process.wait(timeout=120) == 141  # as for a command stopped by SIGPIPE
+    assert stderr == b""
+
+
+def test_invalid_settings_are_refused_before_the_run_starts(published, tmp_path):
+    env = subprocess_env(
+        DAGSTER_HOME=tmp_path / "home", SEGMENTATION_SOURCE_CSV=published["source"]
+    )
+    warehouse = tmp_path / "warehouse.duckdb"
+
+    empty_range = segmentation(
+        "run", "--k-min", "5", "--k-max", "3", "--warehouse", warehouse, env=env
+    )
+    negative = segmentation("run", "--seed", "-1", "--warehouse", warehouse, env=env)
+
+    assert empty_range.returncode == negative.returncode == 2
+    assert empty_range.stderr == "segmentation run: k_max (3) must be >= k_min (5)\n"
+    assert (
+        negative.stderr == "segmentation run: --seed: Input should be greater than or equal to 0\n"
+    )
+    assert not (tmp_path / "home").exists()  # no Dagster run was started
+    assert not warehouse.exists()
+
+
 def test_failed_run_explains_on_stderr_and_keeps_the_warehouse(published, tmp_path):
     before = file_sha256(published["warehouse"])
     bad = tmp_path / "bad.csv"
@@ -168,6 +213,8 @@ def test_failed_run_explains_on_stderr_and_keeps_the_warehouse(published, tmp_pa
     assert done.returncode == 1
     assert f"{bad}, line 3: age: '-4' is out of range (0 to 120)" in done.stderr
     assert "is unchanged" in done.stderr
+    # the failed check gives the reason; the check step's own failure would only repeat it
+    assert "DagsterAssetCheckFailedError" not in done.stderr
     assert "Traceback" not in done.stderr
     assert file_sha256(published["warehouse"]) == before
 
@@ -298,6 +345,12 @@ def test_unusable_dagster_home_is_named(tmp_path, mall_csv):
     assert done.returncode == 2
     assert f"segmentation run: cannot use {blocker / 'home'} as DAGSTER_HOME" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_generate_into_a_folder_names_the_mistake(tmp_path):
+    done = segmentation("generate", "--rows", "10", "--out", tmp_path, env=subprocess_env())
+    assert done.returncode == 2
+    assert done.stderr == f"segmentation generate: --out {tmp_path} is a folder; name a file\n"
 
 
 def test_generate_writes_a_loadable_file(tmp_path):

@@ -10,10 +10,11 @@ import os
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Self
 
 import dagster as dg
 import duckdb
-from pydantic import Field, PrivateAttr
+from pydantic import Field, PrivateAttr, model_validator
 
 from segmentation_pipeline.core import drift, locations, workers
 from segmentation_pipeline.core.engine import (
@@ -105,7 +106,9 @@ class SegmentationSettings(dg.ConfigurableResource):
         description="Algorithms tried: kmeans, gmm, ward (engine local); kmeans, "
         "bisecting_kmeans (engine spark, where this default list means both).",
     )
-    seed: int = Field(default=0, description="Seed for sampling and fitting (reproducible runs).")
+    seed: int = Field(
+        default=0, ge=0, description="Seed for sampling and fitting (reproducible runs)."
+    )
     sample_size: int = Field(
         default=200_000, ge=100, description="Customers sampled for model selection and fit."
     )
@@ -130,6 +133,13 @@ class SegmentationSettings(dg.ConfigurableResource):
         "segment names and the report are then computed in processes forked from it. Needs "
         "fork and two cores; `segmentation run` always starts one.",
     )
+
+    @model_validator(mode="after")
+    def _k_range_is_not_empty(self) -> Self:
+        """Checked when the run starts, not after the input was loaded and checked."""
+        if self.k_max < self.k_min:
+            raise ValueError(f"k_max ({self.k_max}) must be >= k_min ({self.k_min})")
+        return self
 
     @property
     def source_path(self) -> Path:
