@@ -155,6 +155,15 @@ def test_sql_is_read_only(published):
     assert file_sha256(published["warehouse"]) == before
 
 
+def test_sql_on_a_file_that_is_not_a_warehouse_says_so(published):
+    done = segmentation("sql", "SELECT 1", "--warehouse", published["source"], env=subprocess_env())
+    assert done.returncode == 1
+    assert done.stderr == (
+        f"segmentation sql: {published['source']} is not a DuckDB database file (the "
+        "warehouse is the published .duckdb file, not the input CSV)\n"
+    )
+
+
 def test_sql_without_a_statement_says_so(published):
     env = subprocess_env(SEGMENTATION_WAREHOUSE=published["warehouse"])
     for query in ("", "-- a comment only"):

@@ -28,6 +28,7 @@ from segmentation_pipeline.core.sql_text import literal
 # Read-only connections made while a refresh renames its file into place (see
 # Warehouse.connect_read_only).
 CONNECT_ATTEMPTS = 5
+DUCKDB_MAGIC = b"DUCK"  # bytes 8-11 of every DuckDB database file
 
 
 @dataclass(frozen=True)
@@ -227,6 +228,7 @@ class Warehouse:
             raise FileNotFoundError(
                 f"no published warehouse at {self.path}; run `segmentation run` first"
             )
+        _check_is_duckdb_file(self.path)
         config = {}
         if run_id is not None:
             config = {
@@ -244,6 +246,18 @@ class Warehouse:
                 return _without_progress_bar(con)
             con.close()
         return _without_progress_bar(duckdb.connect(str(self.path), read_only=True, config=config))
+
+
+def _check_is_duckdb_file(path: Path) -> None:
+    """Name a file that is not a DuckDB database (DuckDB 2.0 says "Cannot launch in-memory
+    database in read-only mode!" for a CSV file passed as the warehouse)."""
+    with path.open("rb") as handle:
+        header = handle.read(12)
+    if header[8:12] != DUCKDB_MAGIC:
+        raise duckdb.IOException(
+            f"{path} is not a DuckDB database file (the warehouse is the published "
+            ".duckdb file, not the input CSV)"
+        )
 
 
 def _without_progress_bar(con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
