@@ -59,6 +59,12 @@ def _parser() -> argparse.ArgumentParser:
         help="fail and publish nothing when a larger share of rows is rejected (default 0.01)",
     )
     run.add_argument(
+        "--max-customer-drop",
+        type=float,
+        help="fail and publish nothing when the file has this share fewer customers than the "
+        "previous run (default 0.5; 1 lets any count through)",
+    )
+    run.add_argument(
         "--features",
         help="comma-separated clustering features (default age,annual_income,spending_score)",
     )
@@ -131,6 +137,8 @@ def _run(args: argparse.Namespace) -> int:
     settings: dict[str, object] = {} if server_started else {"worker_server": False}
     if args.max_reject_fraction is not None:
         settings["max_reject_fraction"] = args.max_reject_fraction
+    if args.max_customer_drop is not None:
+        settings["max_customer_drop"] = args.max_customer_drop
     if args.engine is not None:
         settings["engine"] = args.engine
     # The run config replaces the settings' defaults as a whole, so the environment's

@@ -61,6 +61,7 @@ def test_job_covers_the_group_with_blocking_checks_in_process():
         "required_fields_present",
         "values_in_range",
         "reject_share_within_limit",
+        "customer_count_kept",
     } <= set(checks)
     assert all(
         spec.blocking for spec in checks.values() if spec.asset_key.path == ["raw_customers"]

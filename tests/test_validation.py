@@ -6,6 +6,7 @@ import duckdb
 import pytest
 
 from segmentation_pipeline.core.validation import (
+    customer_count_kept,
     ids_strictly_increasing,
     required_fields_present,
     unique_customer_ids,
@@ -90,3 +91,50 @@ def test_ids_repeated_far_apart_in_many_row_groups_are_found():
     outcome = unique_customer_ids(con)
     assert not outcome.passed
     assert outcome.metadata["duplicated_ids"] == 300000
+
+
+def _with_runs(con, n_customers: int, previous: list[tuple[str, str, int]]) -> None:
+    con.execute(
+        "INSERT INTO customers SELECT i::VARCHAR, 'Male', 30, 40.0, 50 FROM range($n) t(i)",
+        {"n": n_customers},
+    )
+    con.execute(
+        "CREATE TABLE segmentation_runs (run_id VARCHAR, finished_at TIMESTAMPTZ, "
+        "n_customers BIGINT)"
+    )
+    con.executemany("INSERT INTO segmentation_runs VALUES (?, ?::TIMESTAMPTZ, ?)", previous)
+
+
+def test_customer_count_is_compared_with_the_latest_other_run(con):
+    _with_runs(
+        con,
+        50,
+        [("old", "2025-01-01", 1000), ("last", "2025-01-02", 100), ("this", "2025-01-03", 50)],
+    )  # a retry of this run left its row
+
+    at_limit = customer_count_kept(con, "this", 0.5)
+    below = customer_count_kept(con, "this", 0.49)
+
+    assert at_limit.passed  # 50 of the previous run's 100: exactly half gone is allowed
+    assert at_limit.metadata["previous_customers"] == 100
+    assert not below.passed
+    assert below.description.startswith(
+        "customer count 50 against 100 in the previous run last (50.0% fewer"
+    )
+
+
+def test_customer_count_passes_on_a_first_run_and_on_growth(con):
+    con.execute("INSERT INTO customers VALUES ('0001', 'Male', 30, 40.0, 50)")
+    first = customer_count_kept(con, "this", 0.0)
+    assert (
+        first.passed and first.description == "no previous run to compare the customer count with"
+    )
+    con.execute(
+        "CREATE TABLE segmentation_runs (run_id VARCHAR, finished_at TIMESTAMPTZ, "
+        "n_customers BIGINT)"
+    )
+    assert customer_count_kept(con, "this", 0.0).passed
+    con.execute("INSERT INTO segmentation_runs VALUES ('last', '2025-01-02', 1)")
+    con.execute("INSERT INTO customers VALUES ('0002', 'Male', 30, 40.0, 50)")
+    grown = customer_count_kept(con, "this", 0.0)
+    assert grown.passed and grown.metadata["drop"] == 0.0

@@ -155,6 +155,44 @@ def reject_share_within_limit(
     return CheckOutcome(False, f"{summary}. First rejected rows: {shown}", metadata)
 
 
+def customer_count_kept(
+    con: duckdb.DuckDBPyConnection, run_id: str, max_drop: float
+) -> CheckOutcome:
+    """The staged customers against the previous run's: a file with far fewer customers is
+    more often a truncated or wrong export than a customer base that shrank overnight, and
+    published, it would replace the segments and their ids with those of a fragment."""
+    n_customers = con.execute("SELECT count(*) FROM customers").fetchone()[0]
+    metadata: dict[str, float | int | str] = {"customers": n_customers, "max_drop": max_drop}
+    has_runs = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'segmentation_runs'"
+        " AND schema_name = current_schema()"
+    ).fetchone()[0]
+    previous = None
+    if has_runs:
+        previous = con.execute(
+            "SELECT run_id, n_customers FROM segmentation_runs WHERE run_id <> $run_id "
+            "ORDER BY finished_at DESC, run_id LIMIT 1",
+            {"run_id": run_id},
+        ).fetchone()
+    if previous is None or not previous[1]:
+        return CheckOutcome(True, "no previous run to compare the customer count with", metadata)
+    previous_run_id, n_previous = previous
+    drop = max(0.0, 1 - n_customers / n_previous)
+    metadata.update(previous_customers=n_previous, drop=drop)
+    summary = (
+        f"customer count {n_customers:,} against {n_previous:,} in the previous run "
+        f"{previous_run_id} ({drop:.1%} fewer; limit {max_drop:.0%})"
+    )
+    if drop <= max_drop:
+        return CheckOutcome(True, summary, metadata)
+    return CheckOutcome(
+        False,
+        f"{summary}: is the file truncated or the wrong one? To publish it anyway, raise "
+        "max_customer_drop (`--max-customer-drop 1`)",
+        metadata,
+    )
+
+
 def run_is_complete(con: duckdb.DuckDBPyConnection, run_id: str) -> CheckOutcome:
     """Everything published belongs to this run: as many assignments of this run as customers
     (assignments are made from the customers table, one per row) and none of another run,

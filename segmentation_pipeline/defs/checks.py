@@ -2,7 +2,7 @@
 
 They run on the run's work database after `raw_customers` and before publishing; a
 failure stops every downstream asset, so the published warehouse keeps its results.
-The four checks share one step and one connection (a step costs about 0.1 s of Dagster
+The five checks share one step and one connection (a step costs about 0.1 s of Dagster
 bookkeeping, more than the checks themselves); each is still its own check in the UI,
 with its own result, and can be executed on its own.
 """
@@ -38,6 +38,13 @@ _CHECKS: dict[str, tuple[str, Check]] = {
             con, run_id, settings.max_reject_fraction
         ),
     ),
+    "customer_count_kept": (
+        "At most `max_customer_drop` of the previous run's customer count is gone (a "
+        "truncated or wrong file must not replace the published segments).",
+        lambda con, run_id, settings: validation.customer_count_kept(
+            con, run_id, settings.max_customer_drop
+        ),
+    ),
 }
 
 
@@ -55,7 +62,8 @@ def staged_customer_checks(
     warehouse: WarehouseResource,
     settings: SegmentationSettings,
 ) -> Iterator[dg.AssetCheckResult]:
-    """Ids unique, required fields present, values in range, reject share within limit."""
+    """Ids unique, required fields present, values in range, reject share within limit,
+    customer count kept."""
     selected = {key.name for key in context.selected_asset_check_keys}
     run_id = context.run.run_id
     with warehouse.work_connection(run_id) as con:

@@ -85,6 +85,13 @@ class SegmentationSettings(dg.ConfigurableResource):
         le=1.0,
         description="A run fails and publishes nothing when a larger share of rows is rejected.",
     )
+    max_customer_drop: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=1.0,
+        description="A run fails and publishes nothing when it has this share fewer customers "
+        "than the previous run (a truncated or wrong file); 1 lets any count through.",
+    )
     engine: str = Field(
         default="local",
         description="Engine for the heavy steps: local (DuckDB + scikit-learn) or spark "
