@@ -332,6 +332,29 @@ def test_a_run_stopped_after_publishing_says_the_results_are_published(
         con.close()
 
 
+def test_a_report_that_cannot_be_written_is_retried_then_reported_after_the_publish(
+    published, tmp_path
+):
+    """The report comes after the publish: when it keeps failing (here its folder is a
+    file), the new results are published, and the message must say so."""
+    warehouse = tmp_path / "warehouse.duckdb"
+    warehouse.write_bytes(published["warehouse"].read_bytes())
+    (tmp_path / "reports").write_text("a file where the reports folder should be")
+    env = subprocess_env(
+        DAGSTER_HOME=published["home"], SEGMENTATION_SOURCE_CSV=published["source"]
+    )
+
+    done = segmentation("run", "--warehouse", warehouse, env=env)
+
+    assert done.returncode == 1
+    retries = [line for line in done.stderr.splitlines() if "segment_report: failed: " in line]
+    assert len(retries) == 2 and all("; retrying in " in line for line in retries)
+    assert "segmentation run failed (run " in done.stderr
+    assert f"The new results were published to {warehouse} before that." in done.stderr
+    assert "Published run " in done.stdout
+    assert "report:     not written (see the run log)" in done.stdout
+
+
 def test_unusable_warehouse_folder_is_named(published, tmp_path, mall_csv):
     blocker = tmp_path / "not_a_folder"
     blocker.write_text("a file where the warehouse folder should be")
