@@ -67,15 +67,22 @@ SCRIPT = textwrap.dedent(
 )
 
 
-def test_model_search_runs_in_the_worker_with_the_same_result() -> None:
+def _last_json_line(command: list[str], env: dict[str, str] | None = None) -> dict:
+    """Run a script in a fresh interpreter from the project folder; its last printed line."""
     done = subprocess.run(
-        [sys.executable, "-c", SCRIPT, str(MALL_CSV)],
+        command,
+        env=env if env is not None else subprocess_env(),
         capture_output=True,
         text=True,
         timeout=300,
+        cwd=REPO_ROOT,
         check=True,
     )
-    outcome = json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def test_model_search_runs_in_the_worker_with_the_same_result() -> None:
+    outcome = _last_json_line([sys.executable, "-c", SCRIPT, str(MALL_CSV)])
     assert outcome["started"]  # CI's machine: Linux, 2 cores
     assert outcome["worker_is_another_process"]
     assert outcome["heavy_in_parent"] == []
@@ -125,17 +132,11 @@ LAUNCHED_RUN = textwrap.dedent(
 
 def _launched_run(tmp_path: Path, name: str, command: list[str], setting: str) -> dict:
     warehouse = tmp_path / f"{name}.duckdb"
-    done = subprocess.run(
+    outcome = _last_json_line(
         [*command, str(MALL_CSV), str(warehouse), setting],
         env=subprocess_env(DAGSTER_HOME=tmp_path / "home"),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=REPO_ROOT,
-        check=True,
     )
-    outcome = json.loads(done.stdout.strip().splitlines()[-1])
-    assert outcome["success"], done.stderr
+    assert outcome["success"]
     return {**outcome, "segments": published_segments(warehouse)}
 
 
@@ -279,15 +280,6 @@ INTERRUPTED_CALL = textwrap.dedent(
 
 
 def test_an_interrupted_call_stops_its_worker_instead_of_waiting_for_it() -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", INTERRUPTED_CALL],
-        env=subprocess_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-        cwd=REPO_ROOT,
-        check=True,
-    )
-    outcome = json.loads(done.stdout.strip().splitlines()[-1])
+    outcome = _last_json_line([sys.executable, "-c", INTERRUPTED_CALL])
     assert outcome["outcome"] == "interrupted"
     assert outcome["seconds"] < 30  # the worker's call would have taken 60 s
