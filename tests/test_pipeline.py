@@ -92,7 +92,7 @@ def test_too_many_rejects_fail_the_blocking_check_and_publish_nothing(published_
     before = file_sha256(published_mall)
     path = write_csv(f"{KAGGLE_HEADER}\n0001,Male,19,15,39\n0002,Female,21,15,101\n")
 
-    result = materialize(path, published_mall, max_reject_fraction=0.0, max_customer_drop=1.0)
+    result = materialize(path, published_mall, max_reject_fraction=0.0)
 
     assert not result.success
     [failed] = [e for e in result.get_asset_check_evaluations() if not e.passed]
@@ -105,29 +105,30 @@ def test_too_many_rejects_fail_the_blocking_check_and_publish_nothing(published_
 
 
 def test_a_file_with_far_fewer_customers_publishes_nothing_unless_allowed(
-    published_mall, mall_csv, write_csv
+    mall_csv, warehouse, write_csv
 ):
-    """A truncated export (the first rows of the file) must not replace the published
-    segments; with the limit raised, the same file publishes."""
-    before = file_sha256(published_mall)
-    truncated = write_csv("\n".join(mall_csv.read_text().splitlines()[:61]) + "\n")  # 60 of 200
+    """The nightly file cut short (its first 60 customers of 200) must not replace the
+    published segments; with the limit raised, it publishes."""
+    lines = mall_csv.read_text().splitlines()
+    nightly = write_csv("\n".join(lines) + "\n")
+    assert materialize(nightly, warehouse).success
+    before = file_sha256(warehouse)
+    write_csv("\n".join(lines[:61]) + "\n")  # the same path, cut short
 
-    refused = materialize(truncated, published_mall)
+    refused = materialize(nightly, warehouse)
 
     assert not refused.success
     [failed] = [e for e in refused.get_asset_check_evaluations() if not e.passed]
     assert failed.check_name == "customer_count_kept"
     assert failed.description.startswith("customer count 60 against 200 in the previous run ")
-    assert "(70.0% fewer; limit 50%): is the file truncated or the wrong one?" in (
-        failed.description
-    )
+    assert "(70.0% fewer; limit 50%): is the file cut short?" in failed.description
     assert not refused.asset_materializations_for_node("published_warehouse")
-    assert file_sha256(published_mall) == before
+    assert file_sha256(warehouse) == before
 
-    allowed = materialize(truncated, published_mall, max_customer_drop=1.0)
+    allowed = materialize(nightly, warehouse, max_customer_drop=1.0)
 
     assert allowed.success
-    assert published(published_mall, "SELECT count(*) FROM customers") == [(60,)]
+    assert published(warehouse, "SELECT count(*) FROM customers") == [(60,)]
 
 
 def test_file_level_failure_names_the_problem_and_keeps_the_warehouse(published_mall, write_csv):
@@ -201,7 +202,7 @@ def test_each_failure_names_file_line_and_reason_and_keeps_the_warehouse(
     path = write_csv(content, name=f"{case.replace(' ', '_')}.csv")
     before = file_sha256(published_mall)
 
-    result = materialize(path, published_mall, max_reject_fraction=0.0, max_customer_drop=1.0)
+    result = materialize(path, published_mall, max_reject_fraction=0.0)
 
     assert not result.success
     reasons = [

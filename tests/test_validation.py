@@ -93,24 +93,34 @@ def test_ids_repeated_far_apart_in_many_row_groups_are_found():
     assert outcome.metadata["duplicated_ids"] == 300000
 
 
-def _with_runs(con, n_customers: int, previous: list[tuple[str, str, int]]) -> None:
+def _with_runs(con, n_customers: int, source: str, previous: list[tuple]) -> None:
+    """Staged customers of run "this" read from ``source``; earlier runs as given."""
     con.execute(
         "INSERT INTO customers SELECT i::VARCHAR, 'Male', 30, 40.0, 50 FROM range($n) t(i)",
         {"n": n_customers},
     )
     con.execute(
-        "CREATE TABLE segmentation_runs (run_id VARCHAR, finished_at TIMESTAMPTZ, "
-        "n_customers BIGINT)"
+        "CREATE TABLE ingest_runs AS SELECT 'this' AS run_id, $source AS source", {"source": source}
     )
-    con.executemany("INSERT INTO segmentation_runs VALUES (?, ?::TIMESTAMPTZ, ?)", previous)
+    con.execute(
+        "CREATE TABLE segmentation_runs (run_id VARCHAR, finished_at TIMESTAMPTZ, "
+        "n_customers BIGINT, source VARCHAR)"
+    )
+    for row in previous:
+        con.execute("INSERT INTO segmentation_runs VALUES (?, ?::TIMESTAMPTZ, ?, ?)", row)
 
 
-def test_customer_count_is_compared_with_the_latest_other_run(con):
+def test_customer_count_is_compared_with_the_latest_other_run_of_the_same_file(con):
     _with_runs(
         con,
         50,
-        [("old", "2025-01-01", 1000), ("last", "2025-01-02", 100), ("this", "2025-01-03", 50)],
-    )  # a retry of this run left its row
+        "/in/customers.csv",
+        [
+            ("old", "2025-01-01", 1000, "/in/customers.csv"),
+            ("last", "2025-01-02", 100, "/in/customers.csv"),
+            ("this", "2025-01-03", 50, "/in/customers.csv"),  # a retry of this run left its row
+        ],
+    )
 
     at_limit = customer_count_kept(con, "this", 0.5)
     below = customer_count_kept(con, "this", 0.49)
@@ -119,22 +129,29 @@ def test_customer_count_is_compared_with_the_latest_other_run(con):
     assert at_limit.metadata["previous_customers"] == 100
     assert not below.passed
     assert below.description.startswith(
-        "customer count 50 against 100 in the previous run last (50.0% fewer"
+        "customer count 50 against 100 in the previous run last of the same file (50.0% fewer"
+    )
+
+
+def test_customer_count_of_another_file_is_not_compared(con):
+    _with_runs(con, 5, "/in/other.csv", [("last", "2025-01-02", 100, "/in/customers.csv")])
+    outcome = customer_count_kept(con, "this", 0.0)
+    assert outcome.passed
+    assert (
+        outcome.description
+        == "another file than the previous run's (/in/customers.csv): not compared"
     )
 
 
 def test_customer_count_passes_on_a_first_run_and_on_growth(con):
-    con.execute("INSERT INTO customers VALUES ('0001', 'Male', 30, 40.0, 50)")
+    _with_runs(con, 1, "/in/customers.csv", [])
     first = customer_count_kept(con, "this", 0.0)
     assert (
         first.passed and first.description == "no previous run to compare the customer count with"
     )
     con.execute(
-        "CREATE TABLE segmentation_runs (run_id VARCHAR, finished_at TIMESTAMPTZ, "
-        "n_customers BIGINT)"
+        "INSERT INTO segmentation_runs VALUES ('last', '2025-01-02', 1, '/in/customers.csv')"
     )
-    assert customer_count_kept(con, "this", 0.0).passed
-    con.execute("INSERT INTO segmentation_runs VALUES ('last', '2025-01-02', 1)")
-    con.execute("INSERT INTO customers VALUES ('0002', 'Male', 30, 40.0, 50)")
+    con.execute("INSERT INTO customers VALUES ('x', 'Male', 30, 40.0, 50)")
     grown = customer_count_kept(con, "this", 0.0)
     assert grown.passed and grown.metadata["drop"] == 0.0
