@@ -159,7 +159,7 @@ def test_sql_on_a_file_that_is_not_a_warehouse_says_so(published):
     done = segmentation("sql", "SELECT 1", "--warehouse", published["source"], env=subprocess_env())
     assert done.returncode == 1
     assert done.stderr == (
-        f"segmentation sql: {published['source']} is not a DuckDB database file (the "
+        f"segmentation sql: {published['source'].resolve()} is not a DuckDB database file (the "
         "warehouse is the published .duckdb file, not the input CSV)\n"
     )
 
@@ -229,10 +229,11 @@ def test_failed_run_explains_on_stderr_and_keeps_the_warehouse(published, tmp_pa
 
 
 def _interrupted_run(
-    args: list[str | Path], env: dict[str, str], step: str, signal_number: int
+    args: list[str | Path], env: dict[str, str], step: str, signal_number: int, delay: float
 ) -> tuple[int, str, str]:
-    """``segmentation run`` sent ``signal_number`` as soon as ``step`` starts (as Ctrl-C or
-    a service manager's stop would); returns its exit code, stdout and stderr."""
+    """``segmentation run`` sent ``signal_number`` ``delay`` seconds after ``step`` starts
+    (as Ctrl-C or a service manager's stop would); returns its exit code, stdout and
+    stderr."""
     process = subprocess.Popen(
         [str(CLI), "run", *map(str, args)],
         env=env,
@@ -245,7 +246,7 @@ def _interrupted_run(
     for line in process.stderr:  # type: ignore[union-attr]
         seen.append(line)
         if line.rstrip().endswith(f"{step}: start"):
-            time.sleep(0.5)  # into the step's own code (the model search takes over 1 s)
+            time.sleep(delay)
             process.send_signal(signal_number)
             break
     stdout, rest = process.communicate(timeout=300)
@@ -282,7 +283,13 @@ def test_an_interrupted_run_stops_without_retrying_and_publishes_nothing(publish
     env = subprocess_env(DAGSTER_HOME=published["home"])
     args = ["--source", customers_20k, "--warehouse", published["warehouse"]]
 
-    code, stdout, stderr = _interrupted_run(args, env, "segmentation_model", signal.SIGINT)
+    code, stdout, stderr = _interrupted_run(
+        args,
+        env,
+        "segmentation_model",
+        signal.SIGINT,
+        delay=0.5,  # into the search (over 1 s)
+    )
 
     assert code == 130, stderr
     assert "segmentation run interrupted" in stderr
@@ -312,7 +319,13 @@ def test_a_run_stopped_after_publishing_says_the_results_are_published(
     env = subprocess_env(DAGSTER_HOME=published["home"])
     args = ["--source", customers_20k, "--warehouse", warehouse]
 
-    code, stdout, stderr = _interrupted_run(args, env, "segment_report", signal.SIGTERM)
+    code, stdout, stderr = _interrupted_run(
+        args,
+        env,
+        "segment_report",
+        signal.SIGTERM,
+        delay=0.1,  # well before it ends
+    )
 
     assert code == 130, stderr
     assert "segment_report: interrupted" in stderr
