@@ -15,6 +15,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from segmentation_pipeline.core import locations
 
@@ -234,12 +235,24 @@ def _sql(args: argparse.Namespace) -> int:
         elif args.format == "json":
             print(frame.to_json(orient="records", date_format="iso", indent=2))
         else:
-            print(frame.to_string(index=False) if not frame.empty else "(no rows)")
+            print(_as_table(frame) if not frame.empty else "(no rows)")
         sys.stdout.flush()
     except BrokenPipeError:  # the reader stopped early (`| head`): not an error to report
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush
         return EXIT_BROKEN_PIPE
     return EXIT_OK
+
+
+def _as_table(frame: Any) -> str:
+    """The result as a text table, every missing value shown as NULL (pandas would show
+    NaN, None or <NA>, by the column's type)."""
+    import pandas as pd
+
+    shown = frame.copy()
+    for column in frame.columns:
+        if not pd.api.types.is_float_dtype(frame[column].dtype):  # na_rep covers floats only
+            shown[column] = frame[column].astype(object).where(frame[column].notna(), "NULL")
+    return shown.to_string(index=False, na_rep="NULL")
 
 
 def _generate(args: argparse.Namespace) -> int:

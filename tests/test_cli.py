@@ -144,6 +144,19 @@ def test_sql_formats(published):
     assert as_table.stdout.split() == ["customer_id", "0001"]
 
 
+def test_sql_table_shows_every_missing_value_as_null(published):
+    env = subprocess_env(SEGMENTATION_WAREHOUSE=published["warehouse"])
+    query = (
+        "SELECT NULL::INTEGER AS an_int, NULL::DOUBLE AS a_double, NULL::VARCHAR AS a_text, "
+        "NULL::BOOLEAN AS a_bool, 1.5::DOUBLE AS given"
+    )
+    done = segmentation("sql", query, env=env)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["an_int", "a_double", "a_text", "a_bool", "given"] + [
+        "NULL"
+    ] * 4 + ["1.5"]
+
+
 def test_sql_is_read_only(published):
     before = file_sha256(published["warehouse"])
     env = subprocess_env()
