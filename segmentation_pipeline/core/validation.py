@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 import duckdb
 
+from segmentation_pipeline.core import history
 from segmentation_pipeline.core.schema import CANONICAL_COLUMNS, Column
 
 _EXAMPLES = 5
@@ -171,14 +172,15 @@ def customer_count_kept(
         "SELECT source FROM ingest_runs WHERE run_id = $run_id", {"run_id": run_id}
     ).fetchone()
     previous = None
-    if con.execute(
+    has_runs = con.execute(
         "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'segmentation_runs'"
         " AND schema_name = current_schema()"
-    ).fetchone()[0]:
+    ).fetchone()[0]
+    previous_run_id = history.previous_run_id(con, run_id) if has_runs else None
+    if previous_run_id is not None:
         previous = con.execute(
-            "SELECT run_id, n_customers, source FROM segmentation_runs WHERE run_id <> $run_id "
-            "ORDER BY finished_at DESC, run_id LIMIT 1",
-            {"run_id": run_id},
+            "SELECT run_id, n_customers, source FROM segmentation_runs WHERE run_id = $run_id",
+            {"run_id": previous_run_id},
         ).fetchone()
     if previous is None or not previous[1]:
         return CheckOutcome(True, "no previous run to compare the customer count with", metadata)
