@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from segmentation_pipeline.core import locations
+from segmentation_pipeline.core.markdown import counted
 
 JOB_NAME = "segmentation_job"
 # Exceptions whose message is already written for the person running the pipeline.
@@ -256,7 +257,7 @@ def published_summary(warehouse: Path, run_id: str) -> str:
     lines = [
         f"Published run {run_id}",
         f"  source:     {source}",
-        f"  customers:  {n_customers:,} ({n_rejected:,} rows rejected)",
+        f"  customers:  {n_customers:,} ({counted(n_rejected, 'row')} rejected)",
         f"  model:      {algorithm}, {k} segments on {features} (silhouette {silhouette:.3f})",
         agreement,
         "  segments:",

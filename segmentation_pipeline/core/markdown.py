@@ -23,6 +23,11 @@ def md(text: Any) -> str:
     return " ".join(escaped.splitlines())
 
 
+def counted(n: int, noun: str) -> str:
+    """``n`` and the noun, singular for exactly one ("1 row", "2 rows", "1,000 rows")."""
+    return f"{n:,} {noun}" if n == 1 else f"{n:,} {noun}s"
+
+
 def md_table(headers: Sequence[str], rows: Sequence[Sequence[str]], numeric: frozenset[int]) -> str:
     """A pipe table; every cell escaped (pipes included)."""
     align = ["---:" if i in numeric else "---" for i in range(len(headers))]

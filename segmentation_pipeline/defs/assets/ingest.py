@@ -3,6 +3,7 @@
 import dagster as dg
 
 from segmentation_pipeline.core.errors import InputError
+from segmentation_pipeline.core.markdown import counted
 from segmentation_pipeline.defs.assets.common import GROUP, TRANSIENT_RETRY, stops_when_interrupted
 from segmentation_pipeline.defs.metadata import column_schema, markdown_preview
 from segmentation_pipeline.defs.resources import (
@@ -50,8 +51,8 @@ def raw_customers(
             ) from None
         context.log.info(
             f"Loaded {summary.n_customers:,} customers from {source} "
-            f"({summary.n_rejected:,} rows rejected, "
-            f"{summary.n_duplicates_collapsed:,} duplicates collapsed)."
+            f"({counted(summary.n_rejected, 'row')} rejected, "
+            f"{counted(summary.n_duplicates_collapsed, 'duplicate')} collapsed)."
         )
         metadata = {
             "source": dg.MetadataValue.path(summary.source),
