@@ -261,9 +261,19 @@ def test_bare_carriage_return_line_endings_are_named(con, write_csv):
 
 def test_latin1_bytes_in_a_data_row_name_the_line(con, write_csv):
     data = (KAGGLE_HEADER + "\n0001,Male,19,15,39\n0002,F\xe9minin,21,15,81\n").encode("latin-1")
-    with pytest.raises(InputError, match="not UTF-8") as error:
+    with pytest.raises(InputError, match="not UTF-8 text \\(byte 0xe9") as error:
         stage_customers(con, write_csv(data), "run-1")
-    assert error.value.line == 3
+    assert (error.value.line, error.value.column, error.value.value) == (3, "gender", "Féminin")
+
+
+def test_windows_1252_bytes_after_a_multi_line_value_name_the_physical_line_and_column(
+    con, write_csv
+):
+    """Physical line 5, column customer_id; DuckDB shows the value as '??'."""
+    data = f'{KAGGLE_HEADER}\n"00\n01",Male,19,15,39\n0002,Male,21,15,81\nCaf\x80,Male,1,1,1\n'
+    with pytest.raises(InputError, match="byte 0x80") as error:
+        stage_customers(con, write_csv(data.encode("latin-1")), "run-1")
+    assert (error.value.line, error.value.column, error.value.value) == (5, "customer_id", "Caf€")
 
 
 def test_latin1_bytes_in_the_header(con, write_csv):

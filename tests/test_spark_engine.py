@@ -115,6 +115,9 @@ EXTRA_INPUTS: dict[str, str | bytes] = {
     "unterminated quote": f'{KAGGLE_HEADER}\n0001,Male,19,15,39\n"0002,Fe,2,3,4\n0003,M,1,2,3\n',
     "text after a closing quote": f'{KAGGLE_HEADER}\n0001,Male,19,15,39\n0002,"Fe"x,21,1,1\n',
     "Latin-1 header": "CustomerID,G\xe9nero,Age\n".encode("latin-1"),
+    "Latin-1 row after a multi-line value": (
+        f'{KAGGLE_HEADER}\n"00\n01",Male,19,15,39\n0002,F\xe9minin,21,15,81\n'.encode("latin-1")
+    ),
     "header only": KAGGLE_HEADER + "\n",
     "bare carriage returns": f"{KAGGLE_HEADER}\r0001,Male,19,15,39\r",
 }

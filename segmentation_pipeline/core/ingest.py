@@ -27,6 +27,7 @@ from segmentation_pipeline.core.source_file import (
     SourceHeader,
     check_source_file,
     digest_source,
+    explain_undecodable_line,
     physical_line,
     read_header,
     record_start_lines,
@@ -47,6 +48,7 @@ CSV_OPTIONS = (
     f"buffer_size = {_CSV_BUFFER_BYTES}"
 )
 _MAX_LINES_IN_REASON = 10
+NOT_UTF8 = "not UTF-8 text"
 _LONGEST_MISSING_TOKEN = max(len(token) for token in MISSING_TOKENS)
 
 
@@ -164,9 +166,10 @@ def _load_staging_table(con: duckdb.DuckDBPyConnection, source: Path, header: So
     except duckdb.Error as error:
         worded = csv_error(source, error)
         if worded.line is not None:  # DuckDB counts a multi-line record as one line
-            worded = InputError(
-                source, worded.reason, line=physical_line(source, worded.line), value=worded.value
-            )
+            line = physical_line(source, worded.line)
+            worded = InputError(source, worded.reason, line=line, value=worded.value)
+            if NOT_UTF8 in worded.reason:
+                worded = explain_undecodable_line(source, line, header) or worded
         raise worded from None
 
 
@@ -431,7 +434,7 @@ def csv_error(source: Path, error: duckdb.Error) -> InputError:
     reason = lines[-1] if lines else message.strip().splitlines()[0]
     original = " ".join(lines[:-1]) if len(lines) > 1 else None
     if "not utf-8 encoded" in reason.lower():
-        reason = "not UTF-8 text (invalid byte sequence); save the file as UTF-8"
+        reason = f"{NOT_UTF8} (invalid byte sequence); save the file as UTF-8"
     return InputError(
         source,
         f"malformed CSV row: {reason}",

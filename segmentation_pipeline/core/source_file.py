@@ -201,6 +201,40 @@ def physical_line(source: Path, reader_line: int) -> int:
     return start[0] if start is not None else reader_line
 
 
+def explain_undecodable_line(source: Path, line: int, header: SourceHeader) -> InputError | None:
+    """Which column of physical line ``line`` holds the first byte that is not UTF-8, and how
+    that value reads in Windows-1252, the encoding of a spreadsheet's plain "CSV" export.
+
+    DuckDB's reader only says the line is not UTF-8 and shows it with the bytes replaced
+    ("M??e"); the column and the readable value tell the user which export setting to fix.
+    None when that line decodes (the bad byte is on a later line of a quoted value).
+    """
+    with source.open("rb") as handle:
+        raw = next(islice(handle, line - 1, None), b"").rstrip(b"\r\n")
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        bad = error.start
+    else:
+        return None
+    # Latin-1 maps each byte to one character, so the prefix's fields end at byte `bad`.
+    field = max(len(next(csv.reader([raw[:bad].decode("latin-1")]), [])) - 1, 0)
+    cells = next(csv.reader([raw.decode("cp1252", errors="replace")]), [])
+    by_position = {position: name for name, position in header.positions.items()}
+    if field in by_position:
+        column = by_position[field]
+    else:
+        column = header.cells[field] if field < len(header.cells) else f"field {field + 1}"
+    return InputError(
+        source,
+        f"not UTF-8 text (byte 0x{raw[bad]:02x}; the value is shown as read in "
+        "Windows-1252); save the file as UTF-8 (in Excel: CSV UTF-8)",
+        line=line,
+        column=column,
+        value=cells[field] if field < len(cells) else None,
+    )
+
+
 def record_start_lines(source: Path, row_indices: Iterable[int]) -> dict[int, int]:
     """Physical line where each given data row (0-based, after the header) starts.
 
