@@ -292,6 +292,14 @@ def test_a_compressed_file_is_named_as_such(con, write_csv, mall_csv):
     assert error.value.line == 1
 
 
+def test_a_utf16_file_is_named_as_such(con, write_csv, mall_csv):
+    """Without the check: 'not UTF-8 text (byte 0xff at position 1)'."""
+    path = write_csv(mall_csv.read_text().encode("utf-16"), name="customers.csv")
+    with pytest.raises(InputError, match="is UTF-16 text .*; save it as CSV UTF-8") as error:
+        stage_customers(con, path, "run-1")
+    assert error.value.line == 1
+
+
 def test_an_excel_workbook_is_named(con, write_csv):
     path = write_csv(b"PK\x03\x04" + bytes(100), name="customers.xlsx")
     with pytest.raises(InputError, match="a ZIP archive \\(or an Excel workbook\\)"):

@@ -75,6 +75,8 @@ _NOT_TEXT = (
     (b"BZh", "a bzip2-compressed file, not CSV text; decompress it first (bunzip2)"),
     (b"\xfd7zXZ\x00", "an xz-compressed file, not CSV text; decompress it first (unxz)"),
     (b"PAR1", "a Parquet file, not CSV text; export it as CSV"),
+    (b"\xff\xfe", "UTF-16 text (a spreadsheet's Unicode text export); save it as CSV UTF-8"),
+    (b"\xfe\xff", "UTF-16 text (big-endian); save it as CSV UTF-8"),
 )
 
 
