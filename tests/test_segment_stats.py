@@ -129,3 +129,19 @@ def test_deviations_equal_numpy_on_many_customers(many_customers):
             assert getattr(row, f"std_{measure}") == pytest.approx(values.std(), rel=1e-12)
     incomes = np.asarray(frame["annual_income"], dtype=np.float64)
     assert overall["std_annual_income"] == pytest.approx(incomes.std(), rel=1e-12)
+
+
+def test_gender_coded_f_and_m_counts_as_female_and_male_alike(con):
+    """CRM exports often code gender as F / M (or 'woman'): female_share and the gender
+    feature read them as 'Female' / 'Male'. Before, every such segment showed 0% female and
+    the gender feature was refused as constant."""
+    spelled_out, overall = segment_statistics(con)
+    scaling = compute_scaling(con, ["gender"])
+    con.execute(
+        "UPDATE customers SET gender = CASE WHEN gender = 'Female' THEN "
+        "(CASE WHEN hash(customer_id) % 3 = 0 THEN ' f' ELSE 'Woman' END) ELSE 'M' END"
+    )
+    coded, coded_overall = segment_statistics(con)
+    pd.testing.assert_series_equal(coded.female_share, spelled_out.female_share)
+    assert coded_overall["female_share"] == overall["female_share"]
+    assert compute_scaling(con, ["gender"]) == scaling

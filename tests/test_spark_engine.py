@@ -213,12 +213,12 @@ def test_feature_scaling_from_partition_moments_repeats_and_matches_the_local_en
     order, so this cannot reproduce that, only check the combination.)"""
     rng = np.random.default_rng(11)
     rows = [
-        f"{i:06d},{'Male' if i % 2 else 'Female'},{rng.integers(18, 90)},"
+        f"{i:06d},{('Male', 'F', 'M', ' woman')[i % 4]},{rng.integers(18, 90)},"
         f"{rng.uniform(10, 140):.3f},{rng.integers(1, 101)}"
         for i in range(20_000)
     ]
     source = write_csv("\n".join([KAGGLE_HEADER, *rows]) + "\n", "many.csv")
-    features = ("age", "annual_income", "spending_score")
+    features = ("age", "annual_income", "spending_score", "gender")
     con = duckdb.connect(str(tmp_path / "spark.duckdb"))
     spark.conf.set("spark.sql.files.maxPartitionBytes", "16384")  # about 40 blocks
     try:

@@ -15,16 +15,16 @@ from dataclasses import dataclass
 import duckdb
 import numpy as np
 
-from segmentation_pipeline.core.schema import FEATURE_COLUMNS
+from segmentation_pipeline.core.schema import FEATURE_COLUMNS, FEMALE_INDICATOR_SQL
 
 # The hash prefilter of sample_features lets through this many times the sample size.
 _SAMPLE_FILTER_MARGIN = 1.1
-# gender enters as a 0/1 indicator of 'female' (any case), so it can be averaged and scaled.
+# gender enters as a 0/1 female indicator, so it can be averaged and scaled.
 _EXPRESSIONS = {
     "age": "CAST(age AS DOUBLE)",
     "annual_income": "CAST(annual_income AS DOUBLE)",
     "spending_score": "CAST(spending_score AS DOUBLE)",
-    "gender": "CASE WHEN lower(trim(gender)) = 'female' THEN 1.0 ELSE 0.0 END",
+    "gender": FEMALE_INDICATOR_SQL,
 }
 
 

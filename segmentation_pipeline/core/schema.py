@@ -34,6 +34,15 @@ CANONICAL_COLUMNS: tuple[Column, ...] = (CUSTOMER_ID, GENDER, AGE, ANNUAL_INCOME
 CANONICAL_NAMES: tuple[str, ...] = tuple(c.name for c in CANONICAL_COLUMNS)
 COLUMNS_BY_NAME: dict[str, Column] = {c.name: c for c in CANONICAL_COLUMNS}
 
+# Gender values that read as female, compared trimmed and in lower case: the 0/1 indicator
+# behind female_share and the "gender" feature. CRM exports often code gender as F / M.
+FEMALE_VALUES: tuple[str, ...] = ("female", "f", "woman")
+FEMALE_INDICATOR_SQL = (
+    "CASE WHEN lower(trim(gender)) IN ("
+    + ", ".join(f"'{value}'" for value in FEMALE_VALUES)
+    + ") THEN 1.0 ELSE 0.0 END"
+)
+
 # Columns usable as clustering features. "gender" enters as a 0/1 female indicator.
 FEATURE_COLUMNS: tuple[str, ...] = ("age", "annual_income", "spending_score", "gender")
 DEFAULT_FEATURES: tuple[str, ...] = ("age", "annual_income", "spending_score")

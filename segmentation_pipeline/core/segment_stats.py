@@ -13,9 +13,9 @@ from typing import Any
 import duckdb
 
 from segmentation_pipeline.core.features import spread_sql
+from segmentation_pipeline.core.schema import FEMALE_INDICATOR_SQL
 from segmentation_pipeline.core.warehouse import storable
 
-FEMALE = "CASE WHEN lower(trim(gender)) = 'female' THEN 1.0 ELSE 0.0 END"
 MEASURES = ("age", "annual_income", "spending_score")
 EXACT_MEDIAN_LIMIT = 10_000_000
 
@@ -69,7 +69,8 @@ def segment_statistics(
         f"{spread_sql(f'c.{m}', overall[f'mean_{m}'])} AS std_{m}"
         for m in MEASURES
     )
-    columns = f"a.segment_id, count(*) AS n_customers, {per_measure}, avg({FEMALE}) AS female_share"
+    female_share = f"avg({FEMALE_INDICATOR_SQL}) AS female_share"
+    columns = f"a.segment_id, count(*) AS n_customers, {per_measure}, {female_share}"
     misaligned = "count(*) FILTER (WHERE a.customer_id IS DISTINCT FROM c.customer_id)"
     stats = _records(
         con.execute(
@@ -118,7 +119,7 @@ def _overall_statistics(con: duckdb.DuckDBPyConnection) -> dict[str, float]:
     means = ", ".join(f"favg({m}) AS mean_{m}" for m in MEASURES)
     (totals,) = _records(
         con.execute(
-            f"SELECT count(*) AS n_customers, {means}, avg({FEMALE}) AS female_share "  # noqa: S608
+            f"SELECT count(*) AS n_customers, {means}, avg({FEMALE_INDICATOR_SQL}) AS female_share "  # noqa: S608
             "FROM customers"
         )
     )

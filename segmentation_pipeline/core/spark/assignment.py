@@ -10,13 +10,14 @@ from pyspark.sql import DataFrame
 from pyspark.sql import functions as F
 
 from segmentation_pipeline.core.features import FeatureScaling
+from segmentation_pipeline.core.schema import FEMALE_VALUES
 
-# Feature expressions, as in core/features.py: gender is a 0/1 indicator of 'female'.
+# Feature expressions, as in core/features.py: gender is a 0/1 female indicator.
 FEATURES: dict[str, Callable[[], SparkColumn]] = {
     "age": lambda: F.col("age").cast("double"),
     "annual_income": lambda: F.col("annual_income").cast("double"),
     "spending_score": lambda: F.col("spending_score").cast("double"),
-    "gender": lambda: F.when(F.lower(F.trim("gender")) == "female", 1.0).otherwise(0.0),
+    "gender": lambda: F.when(F.lower(F.trim("gender")).isin(*FEMALE_VALUES), 1.0).otherwise(0.0),
 }
 
 
