@@ -177,8 +177,13 @@ def _run(args: argparse.Namespace) -> int:
             f"The new results were published to {outcome.warehouse} before that.",
             file=sys.stderr,
         )
-    else:
+    elif outcome.warehouse.exists():
         print(f"The published warehouse {outcome.warehouse} is unchanged.", file=sys.stderr)
+    else:
+        print(
+            f"Nothing was published; there is no warehouse at {outcome.warehouse} yet.",
+            file=sys.stderr,
+        )
     return EXIT_INTERRUPTED if outcome.interrupted else EXIT_FAILED
 
 

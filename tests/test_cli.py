@@ -289,6 +289,21 @@ def customers_20k(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return write_customers_csv(tmp_path_factory.mktemp("c20k") / "c.csv", rows=20_000, seed=1)
 
 
+def test_a_failed_first_run_says_nothing_was_published(tmp_path):
+    """With no warehouse yet, 'the published warehouse is unchanged' would be false."""
+    bad = tmp_path / "bad.csv"
+    bad.write_text(f"{KAGGLE_HEADER}\n0001,Male,19,15,39\n0002,Female,-4,15,81\n")
+    warehouse = tmp_path / "warehouse.duckdb"
+    env = subprocess_env(DAGSTER_HOME=tmp_path / "home")
+
+    done = segmentation("run", "--source", bad, "--warehouse", warehouse, env=env)
+
+    assert done.returncode == 1
+    assert f"Nothing was published; there is no warehouse at {warehouse} yet." in done.stderr
+    assert "is unchanged" not in done.stderr
+    assert not warehouse.exists()
+
+
 def test_an_interrupted_run_stops_without_retrying_and_publishes_nothing(published, customers_20k):
     """Ctrl-C during the model search: Dagster would retry a step with a retry policy that
     an interrupt stopped, and the run went on to publish; it must stop instead."""
