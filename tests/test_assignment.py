@@ -52,6 +52,46 @@ def test_sql_assignment_matches_assign_nearest():
     assert con.execute("SELECT count(DISTINCT run_id) FROM segment_assignments").fetchone() == (1,)
 
 
+def test_the_outlier_flag_agrees_with_the_published_distance_and_threshold():
+    """distance is published as FLOAT, the threshold as DOUBLE: a customer whose distance
+    rounds up to FLOAT past a threshold equal to its exact distance is above it as published,
+    so it is flagged (an analyst's `distance > outlier_distance` finds the same customers)."""
+    rng = np.random.default_rng(5)
+    n = 2_000
+    con = duckdb.connect()
+    con.register(
+        "frame",
+        pd.DataFrame(
+            {
+                "customer_id": [f"{i:05d}" for i in range(n)],
+                "gender": rng.choice(["Female", "Male"], n),
+                "age": rng.integers(18, 80, n).astype("int32"),
+                "annual_income": rng.normal(60, 25, n).clip(0),
+                "spending_score": rng.integers(1, 101, n).astype("int32"),
+            }
+        ),
+    )
+    con.execute("CREATE TABLE customers AS SELECT * FROM frame")
+    scaling = compute_scaling(con, ["age", "annual_income", "spending_score"])
+    centroids = rng.normal(0, 1, (3, 3))
+    scaled = sample_features(con, scaling, n, seed=0)  # all customers, in customer_id order
+    labels, distance, _, _ = assign_nearest(scaled, centroids)
+    rounds_up = distance.astype(np.float32).astype(np.float64) > distance
+    thresholds = np.array(
+        [distance[(labels == j) & rounds_up].max() for j in range(len(centroids))]
+    )
+
+    assign_customers(con, scaling, centroids, [1, 2, 3], thresholds, "run-1", "assigned")
+
+    got = con.execute(
+        "SELECT a.segment_id, a.distance, a.is_outlier FROM assigned a "
+        "JOIN customers c USING (customer_id) ORDER BY c.customer_id"
+    ).fetchnumpy()
+    published_above = got["distance"].astype(np.float64) > thresholds[got["segment_id"] - 1]
+    assert got["is_outlier"].sum() >= len(centroids)
+    assert (got["is_outlier"] == published_above).all()
+
+
 def _assign_and_read(con, scaling, centroids, ids):  # noqa: ANN001, ANN202 - test helper
     thresholds = np.full(len(ids), np.inf)
     assign_customers(con, scaling, centroids, ids, thresholds, "run-1", "segment_assignments")

@@ -47,7 +47,9 @@ def assign_customers(
     The distances to the k centroids are SQL expressions (k and the number of features are
     small), so DuckDB streams the customers through them in parallel vectors and writes the
     table directly: no round trip through Python, flat memory at any size. Ties go to the
-    lower centroid index, as in ``assign_nearest``.
+    lower centroid index, as in ``assign_nearest``. The outlier flag compares the distance
+    as published (FLOAT) with the threshold, so that ``distance > outlier_distance`` over
+    the published tables gives the flag exactly.
     """
     k = len(segment_ids)
     squared = [
@@ -63,7 +65,10 @@ def assign_customers(
     mask = ", ".join(
         f"CASE WHEN i1 = {j} THEN 'infinity'::DOUBLE ELSE d{j} END AS e{j}" for j in range(k)
     )
-    limits = [repr(float(t)) if np.isfinite(t) else "'infinity'::DOUBLE" for t in thresholds]
+    # DOUBLE literals: a bare 1.44 is a DECIMAL, which DuckDB compares with a FLOAT as FLOAT.
+    limits = [
+        f"{float(t)!r}::DOUBLE" if np.isfinite(t) else "'infinity'::DOUBLE" for t in thresholds
+    ]
     ids = [int(i) for i in segment_ids]
     con.execute(
         f"""
@@ -81,7 +86,7 @@ def assign_customers(
                CAST(CASE WHEN m2 < 'infinity'::DOUBLE THEN {_pick("i2", ids)} END AS INTEGER)
                    AS second_segment_id,
                CAST(sqrt(m2) AS FLOAT) AS second_distance,
-               sqrt(m1) > {_pick("i1", limits)} AS is_outlier
+               CAST(sqrt(m1) AS FLOAT) > {_pick("i1", limits)} AS is_outlier
         FROM picked
         """,  # noqa: S608 - only numbers and fixed names are formatted in
         {"run_id": run_id},

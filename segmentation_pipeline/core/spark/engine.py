@@ -129,8 +129,8 @@ class SparkEngine:
         """Nearest and runner-up centroid of every customer in Spark, loaded into ``table``.
 
         The same arithmetic as core/assignment.py: FLOAT standardised features, DOUBLE
-        squared distances, ties to the lower centroid index, outlier when the distance is
-        above the segment's threshold.
+        squared distances, ties to the lower centroid index, outlier when the distance as
+        published (FLOAT) is above the segment's threshold.
         """
         folder = spark_folder(con)
         scaled = self._customers(con).select("customer_id", *scaled_columns(scaling))
@@ -143,7 +143,7 @@ class SparkEngine:
             F.sqrt("_m1").cast("float").alias("distance"),
             pick(F.col("_i2"), ids).alias("second_segment_id"),
             F.sqrt("_m2").cast("float").alias("second_distance"),
-            (F.sqrt("_m1") > pick(F.col("_i1"), limits)).alias("is_outlier"),
+            (F.sqrt("_m1").cast("float") > pick(F.col("_i1"), limits)).alias("is_outlier"),
         )
         assigned.write.mode("overwrite").parquet(hadoop_uri(folder / "assignments"))
         con.execute(
