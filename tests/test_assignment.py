@@ -46,8 +46,9 @@ def test_sql_assignment_matches_assign_nearest():
     id_of = np.array(ids)
     assert (got["segment_id"] == id_of[labels]).all()
     assert (got["second_segment_id"] == id_of[second]).all()
-    np.testing.assert_allclose(got["distance"], distance, rtol=1e-5)
-    np.testing.assert_allclose(got["second_distance"], second_distance, rtol=1e-5)
+    # the same float64 arithmetic on the same FLOAT features, published as FLOAT
+    np.testing.assert_array_equal(got["distance"], distance.astype(np.float32))
+    np.testing.assert_array_equal(got["second_distance"], second_distance.astype(np.float32))
     assert (got["is_outlier"] == (distance > thresholds[labels])).mean() > 0.999
     assert con.execute("SELECT count(DISTINCT run_id) FROM segment_assignments").fetchone() == (1,)
 
@@ -133,8 +134,9 @@ def test_sql_assignment_breaks_ties_like_assign_nearest_and_handles_one_centroid
     assert (labels[np.isclose(scaled[:, 0], 0, atol=1e-6)] == 0).any()  # ties did occur
     assert (got["segment_id"] == np.array(ids)[labels]).all()
     assert (got["second_segment_id"] == np.array(ids)[second]).all()
-    np.testing.assert_allclose(got["distance"], distance, rtol=1e-5)
-    np.testing.assert_allclose(got["second_distance"], second_distance, rtol=1e-5)
+    # the same float64 arithmetic on the same FLOAT features, published as FLOAT
+    np.testing.assert_array_equal(got["distance"], distance.astype(np.float32))
+    np.testing.assert_array_equal(got["second_distance"], second_distance.astype(np.float32))
 
     alone = _assign_and_read(con, scaling, centroids[:1], [6])
     assert (alone["segment_id"] == 6).all()

@@ -52,9 +52,11 @@ def assign_customers(
     the published tables gives the flag exactly.
     """
     k = len(segment_ids)
+    # DOUBLE literals: a bare 1.44 is a DECIMAL, and DuckDB computes FLOAT - DECIMAL and
+    # compares FLOAT with DECIMAL in FLOAT; the distances are meant to be DOUBLE arithmetic.
     squared = [
         " + ".join(
-            f"({name} - {float(c)!r}) * ({name} - {float(c)!r})"
+            f"({name} - {float(c)!r}::DOUBLE) * ({name} - {float(c)!r}::DOUBLE)"
             for name, c in zip(scaling.features, centre, strict=True)
         )
         for centre in np.asarray(centroids, dtype=np.float64)
@@ -65,7 +67,6 @@ def assign_customers(
     mask = ", ".join(
         f"CASE WHEN i1 = {j} THEN 'infinity'::DOUBLE ELSE d{j} END AS e{j}" for j in range(k)
     )
-    # DOUBLE literals: a bare 1.44 is a DECIMAL, which DuckDB compares with a FLOAT as FLOAT.
     limits = [
         f"{float(t)!r}::DOUBLE" if np.isfinite(t) else "'infinity'::DOUBLE" for t in thresholds
     ]
