@@ -214,6 +214,27 @@ def test_identical_segments_are_numbered_in_segment_id_order():
     assert [name[-3:] for name in names] == ["(1)", "(2)", "(3)"]
 
 
+def test_segments_alike_but_for_the_clustered_feature_are_told_apart_by_its_mean():
+    """Clustered on income alone, three high-income segments: average age, spending or
+    gender would separate their names without being true of them ('mid-age', 'mixed
+    gender'), so the names carry the income itself."""
+    stats = crafted_stats(
+        [
+            {"segment_id": 1, "avg_annual_income": z("annual_income", 0.8), "avg_age": 42.0},
+            {"segment_id": 2, "avg_annual_income": z("annual_income", 1.6), "female_share": 0.6},
+            {"segment_id": 3, "avg_annual_income": z("annual_income", 2.9)},
+            {"segment_id": 4, "avg_annual_income": z("annual_income", -1.2)},
+        ]
+    )
+    names = list(build_profiles(stats, OVERALL, ("annual_income",))["segment_name"])
+    assert names == [
+        "High income (income 76k$)",
+        "High income (income 92k$)",
+        "High income (income 118k$)",
+        "Low income",
+    ]
+
+
 def test_disambiguation_separates_two_average_segments_by_age():
     stats = crafted_stats(
         [

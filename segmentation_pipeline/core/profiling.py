@@ -56,6 +56,20 @@ REQUIRED_OVERALL: tuple[str, ...] = (
 
 HIGH, AVERAGE, LOW = "high", "average", "low"
 
+# The segment mean of each feature, and how it reads in a name that needs it to differ.
+MEAN_COLUMNS: dict[str, str] = {
+    AGE: "avg_age",
+    INCOME: "avg_annual_income",
+    SPENDING: "avg_spending_score",
+    GENDER: "female_share",
+}
+MEAN_LABELS: dict[str, str] = {
+    AGE: "age {:.0f}",
+    INCOME: "income {:.0f}k$",
+    SPENDING: "spending {:.0f}",
+    GENDER: "{:.0%} female",
+}
+
 # Words for each feature and level. Gender extremes are refined in trait_phrase().
 TRAIT_WORDS: dict[str, dict[str, str]] = {
     AGE: {HIGH: "older", AVERAGE: "mid-age", LOW: "young"},
@@ -114,12 +128,14 @@ GENDER_HINTS: dict[str, str] = {
 
 @dataclass(frozen=True)
 class Trait:
-    """One feature's difference from the base: the z-score and its level word."""
+    """One feature's difference from the base: the z-score and its level word, and the
+    segment mean (female share for gender) itself."""
 
     feature: str
     z: float
     level: str
     phrase: str
+    mean: float
 
 
 def build_profiles(
@@ -219,7 +235,9 @@ def row_traits(row: pd.Series) -> dict[str, Trait]:
     for feature in TRAIT_ORDER:
         z = float(row[f"z_{feature}"])
         level = level_of(z)
-        traits[feature] = Trait(feature, z, level, trait_phrase(feature, level, female_share))
+        mean = float(row[MEAN_COLUMNS[feature]])
+        phrase = trait_phrase(feature, level, female_share)
+        traits[feature] = Trait(feature, z, level, phrase, mean)
     return traits
 
 
@@ -269,13 +287,18 @@ def capitalise(text: str) -> str:
 
 
 def unique_names(
-    all_traits: Sequence[Mapping[str, Trait]], segment_ids: Sequence[int], features: Sequence[str]
+    all_traits: Sequence[Mapping[str, Trait]],
+    segment_ids: Sequence[int],
+    features: Sequence[str],
 ) -> list[str]:
     """Names for all segments, made unique deterministically.
 
-    Colliding segments each gain their next most distinctive unmentioned trait (largest |z|,
-    ties in TRAIT_ORDER) until the names differ; if traits run out, a numeral is appended in
-    segment_id order.
+    Colliding segments each gain their next most distinctive unmentioned trait that is high
+    or low (largest |z|, ties in TRAIT_ORDER) until the names differ. An average trait
+    ("mid-age", "mixed gender") would tell the segments apart without saying anything true
+    about them, so when no such trait is left the names gain the segment mean of the
+    clustering feature that differs most between them ("High income (income 102k$)");
+    a numeral in segment_id order is the last resort.
     """
     mentioned = [name_features(t, features) for t in all_traits]
     names = [compose_name(t, m, features) for t, m in zip(all_traits, mentioned, strict=True)]
@@ -290,7 +313,30 @@ def unique_names(
                 grown = True
         if not clashing or not grown:
             break
-    return number_duplicates(names, segment_ids)
+    named = with_distinct_means(names, all_traits, features)
+    return number_duplicates(named, segment_ids)
+
+
+def with_distinct_means(
+    names: Sequence[str],
+    all_traits: Sequence[Mapping[str, Trait]],
+    features: Sequence[str],
+) -> list[str]:
+    """Each group of segments that still share a name gains, in brackets, the segment mean of
+    the clustering feature whose z-scores spread most within the group (ties in feature
+    order), when that tells every member apart."""
+    result = list(names)
+    for name in sorted(set(names)):
+        group = [i for i, n in enumerate(names) if n == name]
+        if len(group) < 2:
+            continue
+        zs = {f: [all_traits[i][f].z for i in group] for f in features}
+        feature = max(features, key=lambda f: (max(zs[f]) - min(zs[f]), -features.index(f)))
+        labels = [MEAN_LABELS[feature].format(all_traits[i][feature].mean) for i in group]
+        if len(set(labels)) == len(labels):
+            for i, label in zip(group, labels, strict=True):
+                result[i] = f"{name} ({label})"
+    return result
 
 
 def clashing_positions(names: Sequence[str]) -> list[int]:
@@ -302,8 +348,8 @@ def clashing_positions(names: Sequence[str]) -> list[int]:
 
 
 def next_trait(traits: Mapping[str, Trait], mentioned: Sequence[str]) -> str | None:
-    """The most distinctive feature not yet in the name, or None when all are used."""
-    remaining = [f for f in TRAIT_ORDER if f not in mentioned]
+    """The most distinctive high or low feature not yet in the name, or None."""
+    remaining = [f for f in TRAIT_ORDER if f not in mentioned and traits[f].level != AVERAGE]
     if not remaining:
         return None
     return max(remaining, key=lambda f: (abs(traits[f].z), -TRAIT_ORDER.index(f)))
