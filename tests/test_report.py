@@ -505,3 +505,24 @@ def test_palette_is_matplotlibs_tab10_then_light_tab20() -> None:
 
     tab20 = colormaps["tab20"].colors
     assert PALETTE == tuple(tab20[0::2]) + tuple(tab20[1::2])
+
+
+def test_the_label_margin_holds_the_longest_segment_labels() -> None:
+    """Row labels of the size, profile and migration plots sit in a margin estimated from
+    their length; measured by matplotlib, with the ticks' padding, they must fit in it (an
+    estimate of 7 px per character cut off '6: Older, mid income, moderate spending')."""
+    from segmentation_pipeline.core.plots import new_figure, text_margin
+
+    labels = [
+        "6: Older, mid income, moderate spending",
+        "12: Young, low income, high spending, female",
+        "4: High income (income 102k$)",
+        "New customers",
+    ]
+    fig = new_figure(9, 3)
+    ax = fig.add_subplot()
+    renderer = fig.canvas.get_renderer()
+    tick_padding_px = 7 * fig.dpi / 72  # tick length + pad, 3.5 pt each
+    for label in labels:
+        width = ax.text(0, 0, label, fontsize=10).get_window_extent(renderer).width
+        assert text_margin([label], 9) * 9 * fig.dpi >= width + tick_padding_px, label
