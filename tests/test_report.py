@@ -14,6 +14,7 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pytest
@@ -28,10 +29,11 @@ from segmentation_pipeline.core.report import (
     PALETTE,
     SECTIONS,
     RenderedReport,
+    drift_table,
     render_report,
     write_report,
 )
-from segmentation_pipeline.core.report_inputs import ReportInputs
+from segmentation_pipeline.core.report_inputs import ReportInputs, drift_against
 from tests.mall_stats import mall_customers, overall_stats, segment_stats
 
 FEATURES = ["annual_income", "spending_score"]
@@ -526,3 +528,30 @@ def test_the_label_margin_holds_the_longest_segment_labels() -> None:
     for label in labels:
         width = ax.text(0, 0, label, fontsize=10).get_window_extent(renderer).width
         assert text_margin([label], 9) * 9 * fig.dpi >= width + tick_padding_px, label
+
+
+def test_a_segment_gone_since_the_previous_run_is_in_the_drift_table_by_its_old_name() -> None:
+    """Segment 3 of the previous run has no customers now: the drift table lists it as gone,
+    under the only name it had (before, the table showed this run's segments only)."""
+    con = duckdb.connect()
+    con.execute("""
+        CREATE TABLE segment_profiles AS SELECT * FROM (VALUES
+            ('old', 1, 'Low income', 0.5), ('old', 3, 'High income', 0.5),
+            ('new', 1, 'Low income', 0.6), ('new', 4, 'Mid income', 0.4))
+            t(run_id, segment_id, segment_name, share)""")
+    con.execute("""
+        CREATE TABLE segment_centroids AS SELECT * FROM (VALUES
+            ('old', 1, 'annual_income', 20.0), ('old', 3, 'annual_income', 90.0),
+            ('new', 1, 'annual_income', 23.0), ('new', 4, 'annual_income', 60.0))
+            t(run_id, segment_id, feature, centroid)""")
+    con.execute("""
+        CREATE TABLE feature_scaling AS SELECT * FROM (VALUES
+            ('new', 'annual_income', 30.0)) t(run_id, feature, std)""")
+
+    drift = drift_against(con, "new", "old")
+    table = drift_table(drift, {1: "Low income", 4: "Mid income"})
+
+    assert drift["segment_id"].tolist() == [1, 3, 4]
+    assert [row[0] for row in table.rows] == ["1: Low income", "3: High income", "4: Mid income"]
+    assert [row[3] for row in table.rows] == ["+10.0 pp", "segment gone", "new segment"]
+    assert drift["centroid_shift"].iloc[0] == pytest.approx(0.1)

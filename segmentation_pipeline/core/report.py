@@ -691,9 +691,12 @@ def drift_table(drift: pd.DataFrame, names: Mapping[int, str]) -> Table:
             change = "new segment"
         elif is_missing(current):
             change = "segment gone"
+        label = segment_label(row["segment_id"], names)
+        if int(row["segment_id"]) not in names and not is_missing(row.get("previous_name")):
+            label = f"{int(row['segment_id'])}: {row['previous_name']}"
         rows.append(
             [
-                segment_label(row["segment_id"], names),
+                label,
                 fmt_share(previous),
                 fmt_share(current),
                 change,

@@ -83,7 +83,7 @@ def load_report_inputs(
             "WHERE run_id = $run_id ORDER BY 1 NULLS FIRST, 2 NULLS FIRST",
             parameters,
         ).df()
-        drift = _drift(con, run_id, previous)
+        drift = drift_against(con, run_id, previous)
     return ReportInputs(
         run=run,
         customers_sample=sample,
@@ -95,13 +95,16 @@ def load_report_inputs(
     )
 
 
-def _drift(con: duckdb.DuckDBPyConnection, run_id: str, previous: str) -> pd.DataFrame:
-    """Per segment of this run: share before and now, and how far its centroid moved
-    (in this run's standard deviations; NaN for a segment that is new)."""
+def drift_against(con: duckdb.DuckDBPyConnection, run_id: str, previous: str) -> pd.DataFrame:
+    """Per segment of this run or the previous one: share before and now, how far its
+    centroid moved (in this run's standard deviations; NaN for a segment that is new or
+    gone) and its previous name (for a segment that is gone, the only name it has)."""
     return con.execute(
         """
         WITH now AS (SELECT segment_id, share FROM segment_profiles WHERE run_id = $run_id),
-             before AS (SELECT segment_id, share FROM segment_profiles WHERE run_id = $previous),
+             before AS (
+                SELECT segment_id, share, segment_name FROM segment_profiles
+                WHERE run_id = $previous),
              moved AS (
                 SELECT c.segment_id, sqrt(sum(pow((c.centroid - p.centroid) / s.std, 2))) AS shift
                 FROM segment_centroids c
@@ -110,10 +113,10 @@ def _drift(con: duckdb.DuckDBPyConnection, run_id: str, previous: str) -> pd.Dat
                  AND p.feature = c.feature
                 JOIN feature_scaling s ON s.run_id = c.run_id AND s.feature = c.feature
                 WHERE c.run_id = $run_id GROUP BY c.segment_id)
-        SELECT now.segment_id, before.share AS previous_share, now.share,
-               moved.shift AS centroid_shift
-        FROM now LEFT JOIN before USING (segment_id) LEFT JOIN moved USING (segment_id)
-        ORDER BY now.segment_id
+        SELECT segment_id, before.share AS previous_share, now.share,
+               moved.shift AS centroid_shift, before.segment_name AS previous_name
+        FROM now FULL JOIN before USING (segment_id) LEFT JOIN moved USING (segment_id)
+        ORDER BY segment_id
         """,
         {"run_id": run_id, "previous": previous},
     ).df()
