@@ -555,3 +555,34 @@ def test_a_segment_gone_since_the_previous_run_is_in_the_drift_table_by_its_old_
     assert [row[0] for row in table.rows] == ["1: Low income", "3: High income", "4: Mid income"]
     assert [row[3] for row in table.rows] == ["+10.0 pp", "segment gone", "new segment"]
     assert drift["centroid_shift"].iloc[0] == pytest.approx(0.1)
+
+
+def test_the_segment_scatter_is_drawn_on_the_models_two_features(mall_inputs) -> None:
+    """A model on age x spending is drawn on age x spending, its X marks at the centroids;
+    with three features or one, on income x spending, marked at the centroids' projection or
+    at the segment means (before: always income x spending, the X at mean income)."""
+    from segmentation_pipeline.core.plots import segment_centres, segment_plane
+
+    assert segment_plane(["age", "spending_score"]) == ("age", "spending_score")
+    assert segment_plane(["spending_score", "annual_income"]) == (
+        "annual_income",
+        "spending_score",
+    )
+    for features in (["age", "annual_income", "spending_score"], ["age"], ["age", "gender"]):
+        assert segment_plane(features) == ("annual_income", "spending_score")
+
+    centroids = pd.DataFrame(
+        {"segment_id": range(5), "age": np.linspace(25, 55, 5), "spending_score": 50.0}
+    )
+    run = {**mall_inputs.run, "features": ["age", "spending_score"]}
+    inputs = replace(mall_inputs, run=run, centroids=centroids)
+    centres = segment_centres(inputs, segment_plane(run["features"]))
+    assert centres["x"].tolist() == centroids["age"].tolist()
+    assert centres["is_centroid"].all()
+    assert png_size(render_report(inputs).images["segments"])[0] > 0
+
+    means = segment_centres(
+        replace(inputs, centroids=centroids[["segment_id", "age"]]), ("age", "spending_score")
+    )
+    assert means["y"].tolist() == mall_inputs.profiles["avg_spending_score"].tolist()
+    assert not means["is_centroid"].any()

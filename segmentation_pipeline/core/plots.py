@@ -51,6 +51,11 @@ HEATMAP_Z_LIMIT = 2.5
 CHAR_PX = 8.0
 
 
+# The plane of the segment scatter when the model did not cluster on exactly two of these.
+BUSINESS_PLANE = ("annual_income", "spending_score")
+PLANE_FEATURES = ("annual_income", "age", "spending_score")  # x before y
+PLANE_WORDS = {"age": "age", "annual_income": "income", "spending_score": "spending"}
+
 # Fixed margins (figure fractions) for plots whose labels do not depend on the input.
 PLAIN_MARGINS: dict[str, float] = {"left": 0.12, "right": 0.97, "bottom": 0.13, "top": 0.9}
 
@@ -108,11 +113,12 @@ def planned_plots(inputs: ReportInputs) -> list[tuple[str, Callable[[], bytes]]]
     """The report's plots in order, each as (short name, function drawing its PNG)."""
     sample = inputs.customers_sample
     names = segment_names(inputs.profiles)
+    plane = segment_plane(inputs.run.get("features") or ())
     plots: list[tuple[str, Callable[[], bytes]]] = [
         ("distributions", partial(plot_distributions, sample)),
         ("gender_mix", partial(plot_gender_mix, sample)),
         ("input_scatter", partial(plot_input_scatter, sample)),
-        ("segments", partial(plot_segments, sample, segment_centres(inputs), names)),
+        ("segments", partial(plot_segments, sample, segment_centres(inputs, plane), names, plane)),
         ("segment_sizes", partial(plot_segment_sizes, inputs.profiles)),
         ("profile_heatmap", partial(plot_profile_heatmap, inputs.profiles)),
     ]
@@ -166,10 +172,10 @@ def plot_gender_mix(sample: pd.DataFrame) -> bytes:
     return figure_png(fig)
 
 
-def scatter_axes(ax: Axes) -> None:
-    """Common labels of the income x spending plane."""
-    ax.set_xlabel(FEATURE_LABELS["annual_income"])
-    ax.set_ylabel(FEATURE_LABELS["spending_score"])
+def scatter_axes(ax: Axes, plane: tuple[str, str] = BUSINESS_PLANE) -> None:
+    """Axis labels of a scatter plane (income x spending unless told)."""
+    ax.set_xlabel(FEATURE_LABELS[plane[0]])
+    ax.set_ylabel(FEATURE_LABELS[plane[1]])
     ax.grid(alpha=0.3)
 
 
@@ -183,27 +189,44 @@ def plot_input_scatter(sample: pd.DataFrame) -> bytes:
     return figure_png(fig)
 
 
-def segment_centres(inputs: ReportInputs) -> pd.DataFrame:
-    """Segment centres on the income x spending plane.
+def segment_plane(features: Sequence[str]) -> tuple[str, str]:
+    """The two features the segment scatter is drawn on: the model's own two when it
+    clustered on two of age, income and spending (so the picture shows what separates the
+    segments), otherwise income x spending, the business plane."""
+    chosen = [f for f in PLANE_FEATURES if f in features]
+    return (chosen[0], chosen[1]) if len(chosen) == 2 and len(features) == 2 else BUSINESS_PLANE
 
-    Model centroids when the model used both features, otherwise the segment averages from
-    the profiles (the model's centroids then live in another space).
+
+def segment_centres(inputs: ReportInputs, plane: tuple[str, str]) -> pd.DataFrame:
+    """Segment centres on the plane, as columns segment_id, x, y and ``is_centroid``.
+
+    Model centroids when the model used both features of the plane, otherwise the segment
+    means from the profiles (the model's centroids then live in another space).
     """
     centroids = inputs.centroids
-    if {"segment_id", "annual_income", "spending_score"} <= set(centroids.columns):
-        return centroids[["segment_id", "annual_income", "spending_score"]]
+    x, y = plane
+    if {"segment_id", x, y} <= set(centroids.columns):
+        frame = centroids[["segment_id", x, y]].set_axis(["segment_id", "x", "y"], axis=1)
+        return frame.assign(is_centroid=True)
     profiles = inputs.profiles
     return pd.DataFrame(
         {
             "segment_id": profiles["segment_id"],
-            "annual_income": profiles["avg_annual_income"],
-            "spending_score": profiles["avg_spending_score"],
+            "x": profiles[f"avg_{x}"],
+            "y": profiles[f"avg_{y}"],
+            "is_centroid": False,
         }
     )
 
 
-def plot_segments(sample: pd.DataFrame, centres: pd.DataFrame, names: Mapping[int, str]) -> bytes:
-    """The main picture: customers coloured by segment, centres marked with a cross."""
+def plot_segments(
+    sample: pd.DataFrame,
+    centres: pd.DataFrame,
+    names: Mapping[int, str],
+    plane: tuple[str, str] = BUSINESS_PLANE,
+) -> bytes:
+    """The main picture: customers coloured by segment, centres (or means) marked with an X."""
+    x, y = plane
     segment_ids = ids_as_float(sample["segment_id"])
     ids = sorted(set(segment_ids.dropna().astype(int)) | set(names))
     labels = [plot_text(shorten(segment_label(sid, names), 44)) for sid in ids]
@@ -212,17 +235,12 @@ def plot_segments(sample: pd.DataFrame, centres: pd.DataFrame, names: Mapping[in
     ax = fig.add_subplot()
     for sid, label in zip(ids, labels, strict=True):
         members = sample[segment_ids == sid]
-        ax.scatter(
-            members["annual_income"],
-            members["spending_score"],
-            s=14,
-            alpha=0.7,
-            color=segment_colour(sid),
-            label=label,
-        )
+        ax.scatter(members[x], members[y], s=14, alpha=0.7, color=segment_colour(sid), label=label)
     mark_centres(ax, centres)
-    scatter_axes(ax)
-    ax.set_title("Segments on income x spending (X = segment centre)")
+    scatter_axes(ax, plane)
+    marked = "centre" if centres["is_centroid"].all() else "mean"
+    title = f"Segments on {PLANE_WORDS[x]} x {PLANE_WORDS[y]} (X = segment {marked})"
+    ax.set_title(title)
     ax.legend(loc="center left", bbox_to_anchor=(1.01, 0.5), fontsize=9, frameon=False)
     return figure_png(fig)
 
@@ -231,8 +249,8 @@ def mark_centres(ax: Axes, centres: pd.DataFrame) -> None:
     """A large X in the segment's colour, labelled with the segment id, at each centre."""
     for row in centres.itertuples(index=False):
         ax.scatter(
-            row.annual_income,
-            row.spending_score,
+            row.x,
+            row.y,
             marker="X",
             s=220,
             color=segment_colour(int(row.segment_id)),
@@ -242,7 +260,7 @@ def mark_centres(ax: Axes, centres: pd.DataFrame) -> None:
         )
         ax.annotate(
             str(int(row.segment_id)),
-            (row.annual_income, row.spending_score),
+            (row.x, row.y),
             xytext=(9, 7),
             textcoords="offset points",
             fontweight="bold",

@@ -596,7 +596,11 @@ def segments_section(inputs: ReportInputs) -> Section:
     """Where the segments sit, how big they are and how they differ."""
     names = segment_names(inputs.profiles)
     blocks: list[Block] = [
-        Plot("segments", "Customers coloured by segment; X marks each segment's centre."),
+        Plot(
+            "segments",
+            "Customers coloured by segment, on the model's two features or else income x "
+            "spending; X marks each segment's centre (its mean, off the model's features).",
+        ),
         Plot("segment_sizes", "Customers per segment."),
         Subheading("Segment profiles"),
         profile_table(inputs.profiles),
