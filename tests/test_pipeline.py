@@ -181,7 +181,7 @@ FAILING_INPUTS = {
     "missing column": ("CustomerID,Genre,Age\n0001,Male,19\n", "line 1: missing required column"),
     "undecodable bytes": (
         f"{KAGGLE_HEADER}\n{GOOD}0003,M\xe4nnlich,30,15,39\n".encode("latin-1"),
-        ("line 4, value '0003,M", "malformed CSV row: not UTF-8"),
+        ("line 4, column gender, value 'M\xe4nnlich'", "not UTF-8 text (byte 0xe4"),
     ),
     "wrong delimiter": (
         KAGGLE_HEADER.replace(",", ";") + "\n0001;Male;19;15;39\n",
