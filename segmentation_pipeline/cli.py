@@ -63,7 +63,7 @@ def _parser() -> argparse.ArgumentParser:
         "--max-customer-drop",
         type=float,
         help="fail and publish nothing when the file has this share fewer customers than the "
-        "previous run (default 0.5; 1 lets any count through)",
+        "last run of the same file (default 0.5; 1 lets any count through)",
     )
     run.add_argument(
         "--features",

@@ -120,7 +120,7 @@ def test_a_file_with_far_fewer_customers_publishes_nothing_unless_allowed(
     assert not refused.success
     [failed] = [e for e in refused.get_asset_check_evaluations() if not e.passed]
     assert failed.check_name == "customer_count_kept"
-    assert failed.description.startswith("customer count 60 against 200 in the previous run ")
+    assert failed.description.startswith("customer count 60 against 200 in the last run ")
     assert "(70.0% fewer; limit 50%): is the file cut short?" in failed.description
     assert not refused.asset_materializations_for_node("published_warehouse")
     assert file_sha256(warehouse) == before

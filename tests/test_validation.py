@@ -129,17 +129,34 @@ def test_customer_count_is_compared_with_the_latest_other_run_of_the_same_file(c
     assert at_limit.metadata["previous_customers"] == 100
     assert not below.passed
     assert below.description.startswith(
-        "customer count 50 against 100 in the previous run last of the same file (50.0% fewer"
+        "customer count 50 against 100 in the last run last of the same file (50.0% fewer"
     )
 
 
-def test_customer_count_of_another_file_is_not_compared(con):
+def test_customer_count_of_a_file_never_run_before_is_not_compared(con):
     _with_runs(con, 5, "/in/other.csv", [("last", "2025-01-02", 100, "/in/customers.csv")])
     outcome = customer_count_kept(con, "this", 0.0)
     assert outcome.passed
-    assert (
-        outcome.description
-        == "another file than the previous run's (/in/customers.csv): not compared"
+    assert outcome.description == "no earlier run of /in/other.csv: not compared"
+
+
+def test_customer_count_skips_runs_of_other_files_in_between(con):
+    """Nightly file, a one-off run of another file, then the nightly file cut short: it is
+    compared with the nightly run before the one-off (before, with the one-off: skipped)."""
+    _with_runs(
+        con,
+        20,
+        "/in/nightly.csv",
+        [
+            ("nightly", "2025-01-01", 200, "/in/nightly.csv"),
+            ("one-off", "2025-01-02", 30, "/in/other.csv"),
+        ],
+    )
+    outcome = customer_count_kept(con, "this", 0.5)
+    assert not outcome.passed
+    assert outcome.metadata["previous_run_id"] == "nightly"
+    assert outcome.description.startswith(
+        "customer count 20 against 200 in the last run nightly of the same file (90.0% fewer"
     )
 
 

@@ -159,42 +159,40 @@ def reject_share_within_limit(
 def customer_count_kept(
     con: duckdb.DuckDBPyConnection, run_id: str, max_drop: float
 ) -> CheckOutcome:
-    """The staged customers against the previous run's, when both read the same file.
+    """The staged customers against the latest earlier run of the same file.
 
     A nightly export with far fewer customers than the night before is more often cut
     short than a customer base that shrank, and published, it would replace the segments
-    and their ids with those of a fragment. A run on another file is a deliberate switch
-    (the README's own example follows the demo data with the Kaggle file): not compared.
+    and their ids with those of a fragment. Runs of other files in between (a one-off
+    analysis) do not hide it: the comparison is with the last run that read this file. A
+    file never run before is a deliberate switch (the README's own example follows the
+    demo data with the Kaggle file): not compared.
     """
     n_customers = con.execute("SELECT count(*) FROM customers").fetchone()[0]
     metadata: dict[str, float | int | str] = {"customers": n_customers, "max_drop": max_drop}
     current = con.execute(
         "SELECT source FROM ingest_runs WHERE run_id = $run_id", {"run_id": run_id}
     ).fetchone()
-    previous = None
     has_runs = con.execute(
         "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'segmentation_runs'"
         " AND schema_name = current_schema()"
     ).fetchone()[0]
-    previous_run_id = history.previous_run_id(con, run_id) if has_runs else None
-    if previous_run_id is not None:
-        previous = con.execute(
-            "SELECT run_id, n_customers, source FROM segmentation_runs WHERE run_id = $run_id",
-            {"run_id": previous_run_id},
-        ).fetchone()
-    if previous is None or not previous[1]:
+    if current is None or not has_runs or history.previous_run_id(con, run_id) is None:
         return CheckOutcome(True, "no previous run to compare the customer count with", metadata)
-    previous_run_id, n_previous, previous_source = previous
-    if current is None or current[0] != previous_source:
-        return CheckOutcome(
-            True,
-            f"another file than the previous run's ({previous_source}): not compared",
-            metadata,
-        )
+    source = current[0]
+    previous = con.execute(
+        "SELECT run_id, n_customers FROM segmentation_runs "
+        "WHERE run_id <> $run_id AND source = $source AND n_customers > 0 "
+        "ORDER BY finished_at DESC, run_id LIMIT 1",
+        {"run_id": run_id, "source": source},
+    ).fetchone()
+    if previous is None:
+        return CheckOutcome(True, f"no earlier run of {source}: not compared", metadata)
+    previous_run_id, n_previous = previous
     drop = max(0.0, 1 - n_customers / n_previous)
-    metadata.update(previous_customers=n_previous, drop=drop)
+    metadata.update(previous_customers=n_previous, previous_run_id=previous_run_id, drop=drop)
     summary = (
-        f"customer count {n_customers:,} against {n_previous:,} in the previous run "
+        f"customer count {n_customers:,} against {n_previous:,} in the last run "
         f"{previous_run_id} of the same file ({drop:.1%} fewer; limit {max_drop:.0%})"
     )
     if drop <= max_drop:

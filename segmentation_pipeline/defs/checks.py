@@ -39,8 +39,9 @@ _CHECKS: dict[str, tuple[str, Check]] = {
         ),
     ),
     "customer_count_kept": (
-        "At most `max_customer_drop` of the customer count of the previous run of the same "
-        "file is gone (a nightly export cut short must not replace the published segments).",
+        "At most `max_customer_drop` of the customer count of the last run of the same file "
+        "is gone (a nightly export cut short must not replace the published segments); a "
+        "file never run before is not compared.",
         lambda con, run_id, settings: validation.customer_count_kept(
             con, run_id, settings.max_customer_drop
         ),

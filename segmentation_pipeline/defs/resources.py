@@ -90,7 +90,7 @@ class SegmentationSettings(dg.ConfigurableResource):
         ge=0.0,
         le=1.0,
         description="A run fails and publishes nothing when it has this share fewer customers "
-        "than the previous run (a truncated or wrong file); 1 lets any count through.",
+        "than the last run of the same file (a truncated export); 1 lets any count through.",
     )
     engine: str = Field(
         default="local",
