@@ -40,7 +40,10 @@ test: install java
 	$(BIN)/ruff format --check .
 	$(BIN)/pytest
 
+# A new DAGSTER_HOME gets the project's dagster.yaml (the run queue) before the UI starts.
 dev: install
+	@mkdir -p "$(DAGSTER_HOME)"
+	@test -f "$(DAGSTER_HOME)/dagster.yaml" || cp dagster_home/dagster.yaml "$(DAGSTER_HOME)/"
 	$(BIN)/dg dev -w workspace.yaml --host 127.0.0.1 --port $(PORT)
 
 bench: install

@@ -119,10 +119,15 @@ def _open_instance(home: Path):  # noqa: ANN202 - a DagsterInstance
 
 
 def _ensure_instance_config(home: Path) -> None:
-    """A Dagster home without dagster.yaml gets a minimal one (quiet, local storage)."""
+    """A Dagster home without dagster.yaml gets the project's (local storage, no telemetry,
+    and the run queue that keeps UI, schedule and sensor runs to one writer at a time), so
+    that `make dev` on that home later queues its runs as the README says."""
     config = home / "dagster.yaml"
     if not config.exists():
-        config.write_text("telemetry:\n  enabled: false\n")
+        if locations.INSTANCE_CONFIG.is_file():
+            config.write_text(locations.INSTANCE_CONFIG.read_text())
+        else:
+            config.write_text("telemetry:\n  enabled: false\n")
 
 
 class _ProgressHandler(logging.Handler):

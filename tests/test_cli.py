@@ -302,6 +302,10 @@ def test_a_failed_first_run_says_nothing_was_published(tmp_path):
     assert f"Nothing was published; there is no warehouse at {warehouse} yet." in done.stderr
     assert "is unchanged" not in done.stderr
     assert not warehouse.exists()
+    # the new Dagster home got the project's instance settings, the run queue included
+    config = (tmp_path / "home" / "dagster.yaml").read_text()
+    assert config == (REPO_ROOT / "dagster_home" / "dagster.yaml").read_text()
+    assert "QueuedRunCoordinator" in config
 
 
 def test_an_interrupted_run_stops_without_retrying_and_publishes_nothing(published, customers_20k):

@@ -19,6 +19,8 @@ DAGSTER_HOME_ENV = "DAGSTER_HOME"
 DEFAULT_SOURCE_CSV = PROJECT_ROOT / "data" / "customers.csv"
 DEFAULT_WAREHOUSE = PROJECT_ROOT / "data" / "warehouse.duckdb"
 DEFAULT_DAGSTER_HOME = PROJECT_ROOT / "dagster_home"
+# The project's instance settings (the run queue), copied into a new Dagster home.
+INSTANCE_CONFIG = DEFAULT_DAGSTER_HOME / "dagster.yaml"
 
 
 def source_csv() -> Path:
