@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -410,6 +412,47 @@ def test_unusable_warehouse_folder_is_named(published, tmp_path, mall_csv):
     assert done.returncode == 1
     assert f"setting up the run: cannot use {blocker} as the warehouse folder" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+def test_a_warehouse_folder_that_cannot_be_written_fails_the_run_before_it_starts(
+    published, tmp_path, mall_csv
+):
+    """Publishing renames a new file into the folder. Before, a read-only folder (with a
+    writable lock file in it) was found out only at the publish, after the whole run, and
+    the publish was retried twice as if the error were transient."""
+    folder = tmp_path / "read_only"
+    folder.mkdir()
+    warehouse = folder / "warehouse.duckdb"
+    shutil.copy(published["warehouse"], warehouse)
+    lock = folder / ".warehouse.duckdb.lock"
+    lock.touch(mode=0o666)
+    folder.chmod(0o555)
+    before = file_sha256(warehouse)
+    env = subprocess_env(DAGSTER_HOME=published["home"], SEGMENTATION_SOURCE_CSV=mall_csv)
+    # root writes anywhere; without the capability to override file modes it does not
+    as_unprivileged = (
+        ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
+    )
+    try:
+        done = subprocess.run(
+            [*as_unprivileged, str(CLI), "run", "--warehouse", str(warehouse)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            cwd=REPO_ROOT,
+        )
+    finally:
+        folder.chmod(0o755)
+
+    assert done.returncode == 1
+    assert (
+        f"setting up the run: cannot use {folder} as the warehouse folder: Permission denied; "
+        "a run writes its new warehouse there and renames it into place"
+    ) in done.stderr
+    assert "raw_customers: start" not in done.stderr
+    assert "retrying" not in done.stderr
+    assert file_sha256(warehouse) == before
 
 
 def test_unusable_dagster_home_is_named(tmp_path, mall_csv):

@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import tempfile
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -76,10 +77,15 @@ class Warehouse:
         """
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
+            # Publishing renames a new file into this folder: find out now, not after the
+            # whole run, that it cannot be written.
+            with tempfile.NamedTemporaryFile(dir=self.path.parent, prefix=f".{self.path.name}."):
+                pass
         except OSError as error:
             raise PublishError(
-                f"cannot use {self.path.parent} as the warehouse folder: {error.strerror}"
-                f" ({error.filename})"
+                f"cannot use {self.path.parent} as the warehouse folder: {error.strerror};"
+                " a run writes its new warehouse there and renames it into place, so the"
+                " folder must be writable"
             ) from None
         lock = FileLock(self.lock_path, timeout=timeout_seconds)
         try:
