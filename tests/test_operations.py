@@ -229,6 +229,23 @@ def test_failure_alert_gives_a_failed_checks_own_reason(tmp_path, write_csv):
     assert "line 3" in alert
 
 
+def test_failure_alert_before_any_step_gives_the_resources_own_reason(tmp_path):
+    """A warehouse that cannot be set up fails the run before its first step; the alert
+    said only 'DagsterResourceFunctionError: Error executing resource_fn on
+    ResourceDefinition warehouse'."""
+    blocker = tmp_path / "not_a_folder"
+    blocker.write_text("a file where the warehouse folder should be")
+    with dg.instance_for_test() as instance:
+        result = _run_job(instance, tmp_path / "any.csv", blocker / "w.duckdb")
+        assert not result.success
+
+        alert = _alert_for(instance, result)
+
+    assert alert.startswith(f"ALERT segmentation_job run {result.run_id} failed before any step")
+    assert f"PublishError: cannot use {blocker} as the warehouse folder" in alert
+    assert "DagsterResourceFunctionError" not in alert
+
+
 # --- drift arithmetic -----------------------------------------------------------------------
 
 

@@ -15,11 +15,15 @@ import hashlib
 import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
 from segmentation_pipeline.defs.jobs import segmentation_job
 from segmentation_pipeline.defs.resources import SegmentationSettings
+
+if TYPE_CHECKING:
+    from dagster_shared.error import SerializableErrorInfo
 
 _CHUNK = 1 << 20
 
@@ -115,9 +119,9 @@ def failure_alert(context: dg.RunFailureSensorContext) -> str:
     steps = context.get_step_failure_events()
     step = steps[0].step_key if steps else None
     reason = _failed_check_reason(context) or _step_reason(steps) or _run_reason(context)
-    where = f"step {step}" if step else "before any step ran"
+    where = f"at step {step}" if step else "before any step ran"
     text = " ".join(reason.split())  # one line, whatever the error looked like
-    return f"ALERT {run.job_name} run {run.run_id} failed at {where}: {text}"
+    return f"ALERT {run.job_name} run {run.run_id} failed {where}: {text}"
 
 
 def _failed_check_reason(context: dg.RunFailureSensorContext) -> str | None:
@@ -143,8 +147,7 @@ def _step_reason(steps: list[dg.DagsterEvent]) -> str | None:
         if data.user_failure_data is not None and data.user_failure_data.description:
             return data.user_failure_data.description
         if data.error is not None:
-            error = data.error.cause or data.error  # the user code's exception, if wrapped
-            return f"{error.cls_name}: {error.message.strip()}"
+            return _error_text(data.error)
     return None
 
 
@@ -153,8 +156,18 @@ def _run_reason(context: dg.RunFailureSensorContext) -> str:
     data = event.event_specific_data
     error = getattr(data, "error", None)
     if error is not None:
-        return f"{error.cls_name}: {error.message.strip()}"
+        return _error_text(error)
     return event.message or "no reason recorded; see the run's logs"
+
+
+def _error_text(error: "SerializableErrorInfo") -> str:
+    """The innermost cause, which Dagster wraps (a resource that failed to start shows as
+    'DagsterResourceFunctionError: Error executing resource_fn on ResourceDefinition
+    warehouse'), as 'Class: message' with the class named once."""
+    while error.cause is not None:
+        error = error.cause
+    message = error.message.strip()
+    return message if message.startswith(f"{error.cls_name}:") else f"{error.cls_name}: {message}"
 
 
 @dg.run_failure_sensor(
