@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -289,6 +290,52 @@ def customers_20k(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from segmentation_pipeline.core.generate import write_customers_csv
 
     return write_customers_csv(tmp_path_factory.mktemp("c20k") / "c.csv", rows=20_000, seed=1)
+
+
+def test_a_file_still_being_written_is_published_only_once_complete(tmp_path, customers_20k):
+    """An export caught mid-write (the file sensor requested a run for it) was published as
+    a fragment with every check green. Now the read notices the file changing, the step is
+    retried, and the retry publishes the complete file."""
+    source = tmp_path / "customers.csv"
+    shutil.copy(customers_20k, source)
+    stop = threading.Event()
+
+    def export_still_writing() -> None:
+        with source.open("a") as export:
+            number = 0
+            while not stop.is_set():
+                number += 1
+                export.write(f"W{number:07d},Female,40,60,50\n")
+                export.flush()
+                time.sleep(0.001)
+
+    writer = threading.Thread(target=export_still_writing)
+    writer.start()
+    process = subprocess.Popen(
+        [str(CLI), "run", "--source", str(source), "--warehouse", str(tmp_path / "w.duckdb")],
+        env=subprocess_env(DAGSTER_HOME=tmp_path / "home"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO_ROOT,
+    )
+    seen = []
+    try:
+        for line in process.stderr:  # type: ignore[union-attr]
+            seen.append(line)
+            if "raw_customers: failed: " in line:
+                break  # the export is complete from now on
+    finally:
+        stop.set()
+        writer.join()
+    stdout, rest = process.communicate(timeout=300)
+    stderr = "".join(seen) + rest
+
+    assert process.returncode == 0, stderr
+    assert f"{source}: the file changed while it was read" in seen[-1]
+    assert "still being written" in seen[-1] and "; retrying in 5 s" in seen[-1]
+    rows = len(source.read_text().splitlines()) - 1
+    assert f"customers:  {rows:,} (0 rows rejected)" in stdout
 
 
 def test_a_failed_first_run_says_nothing_was_published(tmp_path):

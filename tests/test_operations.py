@@ -10,6 +10,7 @@ import json
 import math
 import os
 import shutil
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -118,6 +119,13 @@ def test_committed_instance_config_queues_writers_one_at_a_time(tmp_path, monkey
 # --- source file sensor ---------------------------------------------------------------------
 
 
+def _settled(path: Path, seconds_ago: float = 120.0) -> Path:
+    """The file as if last written ``seconds_ago`` (the sensor waits for a file to settle)."""
+    then = time.time() - seconds_ago
+    os.utime(path, (then, then))
+    return path
+
+
 def _evaluate(source: Path, cursor: str | None):
     context = dg.build_sensor_context(
         cursor=cursor, resources={"settings": SegmentationSettings(source_csv=str(source))}
@@ -128,6 +136,7 @@ def _evaluate(source: Path, cursor: str | None):
 def test_sensor_runs_on_first_sight_and_stores_the_sha256(mall_csv, tmp_path):
     source = tmp_path / "customers.csv"
     shutil.copy(mall_csv, source)
+    _settled(source)
 
     result, _ = _evaluate(source, None)
 
@@ -141,6 +150,7 @@ def test_sensor_runs_on_first_sight_and_stores_the_sha256(mall_csv, tmp_path):
 def test_sensor_skips_unchanged_and_touched_files_and_runs_on_new_content(mall_csv, tmp_path):
     source = tmp_path / "customers.csv"
     shutil.copy(mall_csv, source)
+    _settled(source)
     first, _ = _evaluate(source, None)
 
     unchanged, _ = _evaluate(source, first.cursor)
@@ -154,11 +164,26 @@ def test_sensor_skips_unchanged_and_touched_files_and_runs_on_new_content(mall_c
     assert json.loads(context.cursor)["mtime_ns"] == stat.st_mtime_ns + 5_000_000_000
 
     source.write_text(mall_csv.read_text() + "0201,Female,30,50,50\n")
-    changed, _ = _evaluate(source, context.cursor)
+    changed, _ = _evaluate(_settled(source), context.cursor)
     assert isinstance(changed, dg.SensorResult)
     assert len(changed.run_requests) == 1
     assert json.loads(changed.cursor)["sha256"] == file_sha256(source)
     assert changed.cursor != first.cursor
+
+
+def test_sensor_waits_for_a_file_being_written_to_settle(mall_csv, tmp_path):
+    """An export written in place, caught halfway, was published as a fragment: a file
+    changed within the last minute is not read yet."""
+    source = tmp_path / "customers.csv"
+    shutil.copy(mall_csv, source)
+
+    writing, context = _evaluate(source, None)
+    assert isinstance(writing, dg.SkipReason)
+    assert "waiting until it has not changed for 60 s" in writing.skip_message
+    assert context.cursor is None  # not seen yet
+
+    settled, _ = _evaluate(_settled(source, seconds_ago=61), None)
+    assert isinstance(settled, dg.SensorResult) and len(settled.run_requests) == 1
 
 
 def test_sensor_skips_with_a_reason_when_the_file_is_missing(tmp_path):

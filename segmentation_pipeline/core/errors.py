@@ -41,5 +41,10 @@ class InputError(Exception):
         return f"{', '.join(where)}: {self.reason}"
 
 
+class SourceChangedError(InputError):
+    """The input file changed while the run read it: an export still being written. Unlike
+    other input errors it can pass by itself, so the step is retried."""
+
+
 class PublishError(Exception):
     """The work database failed its last validation, so it was not published."""

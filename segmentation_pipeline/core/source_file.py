@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 
-from segmentation_pipeline.core.errors import InputError
+from segmentation_pipeline.core.errors import InputError, SourceChangedError
 from segmentation_pipeline.core.schema import CANONICAL_NAMES, canonical_name
 
 _CHUNK_BYTES = 8 << 20
@@ -62,6 +62,30 @@ def check_source_file(source: Path) -> None:
         raise InputError(source, "is not a regular file")
     if source.stat().st_size == 0:
         raise InputError(source, "file is empty; expected a header line and customer rows")
+
+
+def file_state(source: Path) -> tuple[int, int] | None:
+    """Size and modification time (ns), to tell whether a file changed while it was read;
+    None when it cannot be read (the read itself then says why)."""
+    try:
+        stat = source.stat()
+    except OSError:
+        return None
+    return stat.st_size, stat.st_mtime_ns
+
+
+def changed_since(source: Path, before: tuple[int, int] | None) -> SourceChangedError | None:
+    """A SourceChangedError when the file's size or modification time moved on since
+    ``before``: whatever was read may be a fragment of an export still being written."""
+    after = file_state(source)
+    if before is None or after is None or after == before:
+        return None
+    return SourceChangedError(
+        source,
+        f"the file changed while it was read ({before[0]:,} bytes, then {after[0]:,}): it is "
+        "still being written. Exports should be written under another name and moved into "
+        "place when complete",
+    )
 
 
 # Leading bytes of files often passed by mistake, and what to do instead.

@@ -1,11 +1,12 @@
 """Sensors: refresh when the source file's content changes, and alert when a run fails.
 
 `source_file_changed` keeps the sha256 of the source CSV in its cursor and requests a
-run only when the content differs from what it last saw; touching the file or copying
-the same bytes over it does not trigger a refresh. Size and modification time are kept
-too, so an unchanged file is not re-hashed every minute. It is off by default: the
-nightly schedule is the normal trigger; turn the sensor on in the UI for a refresh as
-soon as a new export lands.
+run only when the content differs from what it last saw, and only once the file has not
+changed for a minute (an export written in place must not be read halfway); touching
+the file or copying the same bytes over it does not trigger a refresh. Size and
+modification time are kept too, so an unchanged file is not re-hashed every minute. It
+is off by default: the nightly schedule is the normal trigger; turn the sensor on in the
+UI for a refresh as soon as a new export lands.
 
 `segmentation_run_failed` writes one alert line per failed run of segmentation_job (job,
 run id, failed step, reason) to the daemon's log and the sensor's tick log.
@@ -13,6 +14,7 @@ run id, failed step, reason) to the daemon's log and the sensor's tick log.
 
 import hashlib
 import json
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -26,6 +28,10 @@ if TYPE_CHECKING:
     from dagster_shared.error import SerializableErrorInfo
 
 _CHUNK = 1 << 20
+# A file must have stayed unchanged this long before the sensor reads it: an export written
+# in place, caught halfway, was published as a fragment (the run also fails and retries when
+# the file changes while it reads it).
+SETTLE_SECONDS = 60
 
 
 @dataclass(frozen=True)
@@ -77,7 +83,8 @@ def fingerprint(path: Path, previous: SourceFingerprint | None) -> SourceFingerp
     job=segmentation_job,
     minimum_interval_seconds=60,
     default_status=dg.DefaultSensorStatus.STOPPED,
-    description="Run segmentation_job when the source CSV's content (sha256) changes.",
+    description="Run segmentation_job when the source CSV's content (sha256) changes, once "
+    "the file has not changed for a minute.",
 )
 def source_file_changed(
     context: dg.SensorEvaluationContext, settings: SegmentationSettings
@@ -88,6 +95,12 @@ def source_file_changed(
         return dg.SkipReason(
             f"source file {path} does not exist; waiting for it (set SEGMENTATION_SOURCE_CSV "
             "or the settings resource's source_csv to change the path)"
+        )
+    since_change = time.time() - path.stat().st_mtime
+    if since_change < SETTLE_SECONDS:
+        return dg.SkipReason(
+            f"source file {path} changed {since_change:.0f} s ago; waiting until it has not "
+            f"changed for {SETTLE_SECONDS} s (an export may still be writing it)"
         )
     previous = SourceFingerprint.from_cursor(context.cursor)
     current = fingerprint(path, previous)

@@ -1,9 +1,12 @@
 """Ingest: the input CSV, validated and staged in the run's work database."""
 
+from pathlib import Path
+
 import dagster as dg
 
-from segmentation_pipeline.core.errors import InputError
+from segmentation_pipeline.core.errors import InputError, SourceChangedError
 from segmentation_pipeline.core.markdown import counted
+from segmentation_pipeline.core.source_file import changed_since, file_state
 from segmentation_pipeline.defs.assets.common import GROUP, TRANSIENT_RETRY, stops_when_interrupted
 from segmentation_pipeline.defs.metadata import column_schema, markdown_preview
 from segmentation_pipeline.defs.resources import (
@@ -35,20 +38,14 @@ def raw_customers(
     engine = engine_for(settings)
     source = settings.source_path
     with warehouse.work_connection(context.run.run_id) as con:
+        before = file_state(source)
         try:
             summary = engine.stage_customers(con, source, context.run.run_id)
         except InputError as error:
-            raise dg.Failure(
-                description=error.describe(),
-                metadata={
-                    "source": dg.MetadataValue.path(str(source)),
-                    "line": error.line if error.line is not None else "",
-                    "column": error.column or "",
-                    "value": error.value or "",
-                    "reason": error.reason,
-                },
-                allow_retries=False,
-            ) from None
+            # a row cut off by a writer reads as malformed: say what really happened
+            raise _ingest_failure(source, changed_since(source, before) or error) from None
+        if changed := changed_since(source, before):
+            raise _ingest_failure(source, changed)
         context.log.info(
             f"Loaded {summary.n_customers:,} customers from {source} "
             f"({counted(summary.n_rejected, 'row')} rejected, "
@@ -73,3 +70,19 @@ def raw_customers(
             ),
         }
     return dg.MaterializeResult(metadata=metadata)
+
+
+def _ingest_failure(source: Path, error: InputError) -> dg.Failure:
+    """The step's failure for an input error, with where and why as metadata. Bad data stays
+    bad, so it is not retried; a file still being written may be complete next time."""
+    return dg.Failure(
+        description=error.describe(),
+        metadata={
+            "source": dg.MetadataValue.path(str(source)),
+            "line": error.line if error.line is not None else "",
+            "column": error.column or "",
+            "value": error.value or "",
+            "reason": error.reason,
+        },
+        allow_retries=isinstance(error, SourceChangedError),
+    )
