@@ -18,6 +18,7 @@ from pathlib import Path
 
 from segmentation_pipeline.core import locations
 from segmentation_pipeline.core.markdown import counted
+from segmentation_pipeline.core.process_identity import current_process_identity
 
 JOB_NAME = "segmentation_job"
 # Exceptions whose message is already written for the person running the pipeline.
@@ -67,6 +68,7 @@ def run_segmentation_job(
 
     from segmentation_pipeline.definitions import defs
     from segmentation_pipeline.defs.assets.common import INTERRUPTED
+    from segmentation_pipeline.defs.sensors import PROCESS_TAG, end_orphaned_runs
 
     _ensure_instance_config(home)
     job = defs().resolve_job_def(JOB_NAME)
@@ -84,10 +86,15 @@ def run_segmentation_job(
         },
     }
     with _open_instance(home) as instance:
+        for line in end_orphaned_runs(instance):  # a killed run must not hold the UI's queue
+            print(line, file=sys.stderr)
         if before_execute is not None:
             before_execute()
         result = job.execute_in_process(
-            run_config=run_config, instance=instance, raise_on_error=False
+            run_config=run_config,
+            instance=instance,
+            raise_on_error=False,
+            tags={PROCESS_TAG: current_process_identity()},
         )
     warehouse = locations.warehouse_path()
     published = any(

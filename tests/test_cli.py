@@ -502,6 +502,58 @@ def test_a_warehouse_folder_that_cannot_be_written_fails_the_run_before_it_start
     assert file_sha256(warehouse) == before
 
 
+def _killed_run(args: list[str | Path], env: dict[str, str], step: str) -> str:
+    """The id of a ``segmentation run`` killed with SIGKILL once ``step`` has started."""
+    process = subprocess.Popen(
+        [str(CLI), "run", *map(str, args)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=REPO_ROOT,
+    )
+    for line in process.stderr:  # type: ignore[union-attr]
+        if line.rstrip().endswith(f"{step}: start"):
+            process.kill()
+            break
+    process.wait(timeout=60)
+    import dagster as dg
+
+    with dg.DagsterInstance.from_config(str(env["DAGSTER_HOME"])) as instance:
+        (run,) = instance.get_runs(limit=1)
+        assert run.status == dg.DagsterRunStatus.STARTED  # nothing could end it
+        return run.run_id
+
+
+def test_a_run_left_behind_by_a_killed_process_is_ended(tmp_path, mall_csv, customers_20k):
+    """A `segmentation run` killed with SIGKILL stayed STARTED for good and, tagged as the
+    warehouse's writer, held every UI, schedule and sensor run in the queue. The
+    orphaned_cli_runs sensor (every minute, in the daemon) and the next `segmentation run`
+    end such runs as failed."""
+    import dagster as dg
+
+    from segmentation_pipeline.defs.sensors import orphaned_cli_runs
+
+    env = subprocess_env(DAGSTER_HOME=tmp_path / "home")
+    args = ["--source", customers_20k, "--warehouse", tmp_path / "w.duckdb"]
+
+    first = _killed_run(args, env, "segmentation_model")
+    with dg.DagsterInstance.from_config(str(tmp_path / "home")) as instance:
+        tick = orphaned_cli_runs(dg.build_sensor_context(instance=instance))
+        assert isinstance(tick, dg.SkipReason)
+        assert f"Ended run {first}: the `segmentation run` process" in tick.skip_message
+        assert instance.get_run_by_id(first).status == dg.DagsterRunStatus.FAILURE
+        quiet = orphaned_cli_runs(dg.build_sensor_context(instance=instance))
+        assert quiet.skip_message == "no run left behind by a killed `segmentation run`"
+
+    second = _killed_run(args, env, "raw_customers")
+    done = segmentation("run", "--source", mall_csv, "--warehouse", tmp_path / "w.duckdb", env=env)
+    assert done.returncode == 0, done.stderr
+    assert f"Ended run {second}: " in done.stderr
+    with dg.DagsterInstance.from_config(str(tmp_path / "home")) as instance:
+        assert instance.get_run_by_id(second).status == dg.DagsterRunStatus.FAILURE
+
+
 def test_unusable_dagster_home_is_named(tmp_path, mall_csv):
     blocker = tmp_path / "not_a_folder"
     blocker.write_text("a file where DAGSTER_HOME's parent should be")

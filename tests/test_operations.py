@@ -102,6 +102,8 @@ def test_code_location_has_the_schedule_and_sensors():
     assert changed.job_name == "segmentation_job"
     failed = definitions.resolve_sensor_def("segmentation_run_failed")
     assert failed.default_status == dg.DefaultSensorStatus.RUNNING
+    orphans = definitions.resolve_sensor_def("orphaned_cli_runs")
+    assert orphans.default_status == dg.DefaultSensorStatus.RUNNING
     job = definitions.resolve_job_def("segmentation_job")
     assert job.tags["segmentation/writer"] == "warehouse"  # the run queue's concurrency key
 

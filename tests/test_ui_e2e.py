@@ -245,7 +245,11 @@ def test_ui_shows_assets_checks_job_schedule_and_sensors(dev):
     assert nightly["cronSchedule"] == "* * * * *"  # SEGMENTATION_SCHEDULE_CRON
     assert nightly["executionTimezone"] == "UTC"
     sensors = {s["name"]: s["sensorState"]["status"] for s in repository["sensors"]}
-    assert sensors == {"source_file_changed": "STOPPED", "segmentation_run_failed": "RUNNING"}
+    assert sensors == {
+        "source_file_changed": "STOPPED",
+        "segmentation_run_failed": "RUNNING",
+        "orphaned_cli_runs": "RUNNING",
+    }
 
 
 def test_launched_and_scheduled_runs_publish_one_at_a_time(dev, paths):

@@ -10,6 +10,10 @@ UI for a refresh as soon as a new export lands.
 
 `segmentation_run_failed` writes one alert line per failed run of segmentation_job (job,
 run id, failed step, reason) to the daemon's log and the sensor's tick log.
+
+`orphaned_cli_runs` ends the runs of a `segmentation run` process that was killed (SIGKILL,
+the OOM killer): such a run stays STARTED and, as the warehouse's writer, would hold the run
+queue for good. Ended as failed, it also raises the failure alert.
 """
 
 import hashlib
@@ -21,6 +25,7 @@ from typing import TYPE_CHECKING
 
 import dagster as dg
 
+from segmentation_pipeline.core.process_identity import process_is_gone
 from segmentation_pipeline.defs.jobs import segmentation_job
 from segmentation_pipeline.defs.resources import SegmentationSettings
 
@@ -32,6 +37,13 @@ _CHUNK = 1 << 20
 # in place, caught halfway, was published as a fragment (the run also fails and retries when
 # the file changes while it reads it).
 SETTLE_SECONDS = 60
+# The tag of a run started by `segmentation run`: the identity of the process running it.
+PROCESS_TAG = "segmentation/process"
+_IN_PROGRESS = (
+    dg.DagsterRunStatus.STARTING,
+    dg.DagsterRunStatus.STARTED,
+    dg.DagsterRunStatus.CANCELING,
+)
 
 
 @dataclass(frozen=True)
@@ -192,3 +204,39 @@ def _error_text(error: "SerializableErrorInfo") -> str:
 def segmentation_run_failed(context: dg.RunFailureSensorContext) -> None:
     """Alert on a failed refresh; the published warehouse is unchanged by design."""
     context.log.error(failure_alert(context))
+
+
+def end_orphaned_runs(instance: dg.DagsterInstance) -> list[str]:
+    """Mark as failed every in-progress run of segmentation_job whose `segmentation run`
+    process is gone from this host; one line per run ended."""
+    runs = instance.get_runs(
+        filters=dg.RunsFilter(job_name=segmentation_job.name, statuses=list(_IN_PROGRESS))
+    )
+    ended = []
+    for run in runs:
+        identity = run.tags.get(PROCESS_TAG)
+        if identity and process_is_gone(identity):
+            message = (
+                f"the `segmentation run` process that ran it ({identity}: host, pid, start) "
+                "is gone, killed before it could end the run; ended as failed so that queued "
+                "runs can start"
+            )
+            instance.report_run_failed(run, message=message)
+            ended.append(f"Ended run {run.run_id}: {message}.")
+    return ended
+
+
+@dg.sensor(
+    minimum_interval_seconds=60,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="End the runs of a killed `segmentation run` process (they would stay "
+    "STARTED and hold the run queue).",
+)
+def orphaned_cli_runs(context: dg.SensorEvaluationContext) -> dg.SkipReason:
+    """Requests no runs: it ends runs left behind, and says what it did."""
+    ended = end_orphaned_runs(context.instance)
+    for line in ended:
+        context.log.warning(line)
+    if ended:
+        return dg.SkipReason(" ".join(ended))
+    return dg.SkipReason("no run left behind by a killed `segmentation run`")
