@@ -26,7 +26,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from tests.conftest import MALL_CSV, REPO_ROOT, subprocess_env
+from tests.conftest import KAGGLE_HEADER, MALL_CSV, REPO_ROOT, subprocess_env
 
 pytestmark = pytest.mark.e2e
 
@@ -349,3 +349,28 @@ def test_terminate_stops_the_run_without_retrying_or_publishing(dev, tmp_path):
     assert "ExecutionStepUpForRetryEvent" not in kinds
     assert ("ExecutionStepStartEvent", "published_warehouse") not in step_events()
     assert not warehouse.exists()
+
+
+def test_a_failed_segmentation_run_from_the_cli_raises_the_alert(dev, paths, tmp_path):
+    """`segmentation run` executes in its own process, outside any code location, so the
+    alert sensor, watching its code location's jobs only, never saw its failures."""
+    bad = tmp_path / "bad.csv"
+    bad.write_text(f"{KAGGLE_HEADER}\n0001,Male,-4,15,39\n")
+    done = subprocess.run(
+        [str(REPO_ROOT / ".venv" / "bin" / "segmentation"), "run", "--source", str(bad)],
+        env=subprocess_env(
+            DAGSTER_HOME=paths["home"], SEGMENTATION_WAREHOUSE=tmp_path / "w.duckdb"
+        ),
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT,
+        cwd=REPO_ROOT,
+    )
+    assert done.returncode == 1, done.stderr
+    run_id = done.stderr.split("segmentation run failed (run ", 1)[1].split(")", 1)[0]
+
+    alert = f"ALERT segmentation_job run {run_id} failed at step staged_customer_checks"
+    deadline = time.monotonic() + 120  # the sensor is evaluated every 30 s
+    while alert not in paths["log"].read_text(errors="replace"):
+        assert time.monotonic() < deadline, dev.log_tail()
+        time.sleep(2)

@@ -197,13 +197,17 @@ def _error_text(error: "SerializableErrorInfo") -> str:
 
 @dg.run_failure_sensor(
     name="segmentation_run_failed",
-    monitored_jobs=[segmentation_job],
+    # Runs of `segmentation run` belong to no code location (they execute in the CLI's own
+    # process), so `monitored_jobs` would never match them: watch every run, keep the job's.
+    monitor_all_code_locations=True,
     default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Log one alert line (job, run, failed step, reason) per failed refresh.",
+    description="Log one alert line (job, run, failed step, reason) per failed refresh, "
+    "whether the UI, the schedule, a sensor or `segmentation run` started it.",
 )
 def segmentation_run_failed(context: dg.RunFailureSensorContext) -> None:
     """Alert on a failed refresh; the published warehouse is unchanged by design."""
-    context.log.error(failure_alert(context))
+    if context.dagster_run.job_name == segmentation_job.name:
+        context.log.error(failure_alert(context))
 
 
 def end_orphaned_runs(instance: dg.DagsterInstance) -> list[str]:
