@@ -25,6 +25,10 @@ from tests.conftest import (
 )
 
 CLI = REPO_ROOT / ".venv" / "bin" / "segmentation"
+# Root reads and writes anywhere; without the capabilities to override file modes it does not.
+UNPRIVILEGED = (
+    ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
+)
 
 
 def segmentation(*args: str | Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -476,13 +480,9 @@ def test_a_warehouse_folder_that_cannot_be_written_fails_the_run_before_it_start
     folder.chmod(0o555)
     before = file_sha256(warehouse)
     env = subprocess_env(DAGSTER_HOME=published["home"], SEGMENTATION_SOURCE_CSV=mall_csv)
-    # root writes anywhere; without the capability to override file modes it does not
-    as_unprivileged = (
-        ["setpriv", "--bounding-set", "-dac_override,-dac_read_search"] if os.geteuid() == 0 else []
-    )
     try:
         done = subprocess.run(
-            [*as_unprivileged, str(CLI), "run", "--warehouse", str(warehouse)],
+            [*UNPRIVILEGED, str(CLI), "run", "--warehouse", str(warehouse)],
             env=env,
             capture_output=True,
             text=True,
@@ -552,6 +552,27 @@ def test_a_run_left_behind_by_a_killed_process_is_ended(tmp_path, mall_csv, cust
     assert f"Ended run {second}: " in done.stderr
     with dg.DagsterInstance.from_config(str(tmp_path / "home")) as instance:
         assert instance.get_run_by_id(second).status == dg.DagsterRunStatus.FAILURE
+
+
+def test_an_unreadable_source_fails_at_once_without_retries(tmp_path, mall_csv):
+    """A file the run may not read is no transient error: it was retried twice (20 s)."""
+    source = tmp_path / "customers.csv"
+    shutil.copy(mall_csv, source)
+    source.chmod(0o000)
+    done = subprocess.run(
+        [*UNPRIVILEGED, str(CLI), "run", "--source", str(source)],
+        env=subprocess_env(
+            DAGSTER_HOME=tmp_path / "home", SEGMENTATION_WAREHOUSE=tmp_path / "w.duckdb"
+        ),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=REPO_ROOT,
+    )
+
+    assert done.returncode == 1
+    assert f"raw_customers: {source}: cannot be read: Permission denied" in done.stderr
+    assert "retrying" not in done.stderr
 
 
 def test_unusable_dagster_home_is_named(tmp_path, mall_csv):

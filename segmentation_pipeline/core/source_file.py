@@ -62,6 +62,12 @@ def check_source_file(source: Path) -> None:
         raise InputError(source, "is not a regular file")
     if source.stat().st_size == 0:
         raise InputError(source, "file is empty; expected a header line and customer rows")
+    try:
+        source.open("rb").close()
+    except PermissionError as error:  # not transient: say so now rather than retry
+        raise InputError(
+            source, f"cannot be read: {error.strerror} (the file's owner or mode must allow it)"
+        ) from None
 
 
 def file_state(source: Path) -> tuple[int, int] | None:

@@ -6,7 +6,7 @@ import numpy as np
 from segmentation_pipeline.core import history
 from segmentation_pipeline.core.assignment import outlier_thresholds
 from segmentation_pipeline.core.features import FeatureScaling, parse_features, record_scaling
-from segmentation_pipeline.core.markdown import value_table
+from segmentation_pipeline.core.markdown import counted, value_table
 from segmentation_pipeline.core.selection import (
     CANDIDATE_COLUMNS,
     count_distinct_sorted,
@@ -109,8 +109,9 @@ def segmentation_model(
 
     Every algorithm (k-means, Gaussian mixture, Ward) and k in [k_min, k_max] is scored on a
     deterministic sample: silhouette, Davies-Bouldin, Calinski-Harabasz, inertia and
-    bootstrap stability. The most stable well-separated candidate wins (see
-    `core/selection.py`). New centroids are matched to the previous run's (Hungarian
+    bootstrap stability. Among candidates stable enough (bootstrap ARI >= 0.8) with no empty
+    segment, the highest silhouette wins; near-ties go to the smaller k, then the simpler
+    algorithm (see `core/selection.py`). New centroids are matched to the previous run's (Hungarian
     matching), so a segment that persists keeps its id.
     """
     run_id = context.run.run_id
@@ -274,7 +275,11 @@ def customer_segments(
             {"run_id": run_id},
         ).fetchone()[0]
     no_agreement = "first run" if previous is None else "none: no customer in common"
-    context.log.info(f"Assigned {n_assigned:,} customers; {moved:,} changed segment.")
+    if ari is None:  # nobody can have changed segment
+        context.log.info(f"Assigned {n_assigned:,} customers ({no_agreement}).")
+    else:
+        moved_text = f"{counted(int(moved), 'customer')} changed segment since the previous run"
+        context.log.info(f"Assigned {n_assigned:,} customers; {moved_text}.")
     if unused_keys:
         context.log.info(f"Deleted {unused_keys:,} customer keys that no kept run uses.")
     if pruned:
@@ -286,7 +291,7 @@ def customer_segments(
         metadata={
             "dagster/row_count": n_assigned,
             "segment_sizes": sizes,
-            "customers_changed_segment": int(moved),
+            "customers_changed_segment": int(moved) if ari is not None else no_agreement,
             "ari_vs_previous": ari if ari is not None else no_agreement,
             "previous_run_id": previous or "none",
             "history_rows_removed": pruned,

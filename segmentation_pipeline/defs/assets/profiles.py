@@ -38,7 +38,8 @@ def segment_profiles(
 
     Names and recommendations come from how the segment differs from the whole customer
     base on each feature (z-scores of the segment means), so they follow the data; names
-    are unique within a run and stay attached to the stable segment id.
+    are unique within a run. A segment that keeps its id keeps its name while its customers
+    stay alike; a name changes when the segment's averages cross a threshold.
     """
     run_id = context.run.run_id
     with warehouse.work_connection(run_id) as con:
