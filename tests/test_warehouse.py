@@ -186,13 +186,21 @@ def test_writer_lock_is_exclusive_and_times_out_with_a_reason(tmp_path):
     )
     try:
         assert holder.stdout.readline().strip() == "held"
+        told: list[str] = []
         with pytest.raises(PublishError, match="another refresh"):
-            with warehouse.writer_lock(0.2):
+            with warehouse.writer_lock(0.2, on_wait=told.append):
                 pass
+        # a run that waits says so (it sat silent for minutes while another one ran)
+        assert told == [
+            f"Waiting for another refresh of {warehouse.path} to finish (it holds "
+            f"{warehouse.lock_path}; up to 0.2 s)."
+        ]
     finally:
         holder.communicate("\n", timeout=30)
-    with warehouse.writer_lock(1):  # released when the holder ended
+    told.clear()
+    with warehouse.writer_lock(1, on_wait=told.append):  # released when the holder ended
         pass
+    assert told == []
 
 
 def test_stale_work_files_are_cleaned(tmp_path):

@@ -15,7 +15,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,10 +70,14 @@ class Warehouse:
         return self.work_dir / f"{run_id}.duckdb"
 
     @contextmanager
-    def writer_lock(self, timeout_seconds: float) -> Iterator[None]:
+    def writer_lock(
+        self, timeout_seconds: float, on_wait: Callable[[str], None] | None = None
+    ) -> Iterator[None]:
         """Hold the single-writer lock, so two refreshes never build and publish at once.
 
         The lock is an OS file lock: it is released when the holder exits, even by SIGKILL.
+        When another run holds it, ``on_wait`` is told before this one waits (a run that
+        sits silent for minutes looks hung).
         """
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -89,7 +93,15 @@ class Warehouse:
             ) from None
         lock = FileLock(self.lock_path, timeout=timeout_seconds)
         try:
-            lock.acquire()
+            try:
+                lock.acquire(timeout=0)
+            except Timeout:
+                if on_wait is not None:
+                    on_wait(
+                        f"Waiting for another refresh of {self.path} to finish (it holds "
+                        f"{self.lock_path}; up to {timeout_seconds:g} s)."
+                    )
+                lock.acquire()
         except Timeout:
             raise PublishError(
                 f"another refresh of {self.path} is running (lock {self.lock_path} held for "

@@ -55,7 +55,8 @@ class WarehouseResource(dg.ConfigurableResource):
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         stack = ExitStack()
-        stack.enter_context(self.warehouse.writer_lock(self.lock_timeout_seconds))
+        on_wait = context.log.info if context.log else None
+        stack.enter_context(self.warehouse.writer_lock(self.lock_timeout_seconds, on_wait))
         removed = self.warehouse.clean_stale_work_files()
         if removed and context.log:
             context.log.info(f"Removed {len(removed)} work file(s) left by interrupted runs.")
