@@ -55,6 +55,11 @@ def run_segmentation_job(
     ``before_execute`` is called once Dagster and the definitions are loaded, just before
     the run starts."""
     home = locations.dagster_home()
+    if home.exists() and not home.is_dir():
+        raise RunSetupError(
+            f"cannot use {home} as {locations.DAGSTER_HOME_ENV}: it is a file; "
+            f"{locations.DAGSTER_HOME_ENV} must be a folder (it keeps the run history)"
+        )
     try:
         home.mkdir(parents=True, exist_ok=True)
     except OSError as error:

@@ -586,6 +586,18 @@ def test_unusable_dagster_home_is_named(tmp_path, mall_csv):
     assert f"segmentation run: cannot use {blocker / 'home'} as DAGSTER_HOME" in done.stderr
     assert "Traceback" not in done.stderr
 
+    done = segmentation(
+        "run",
+        "--warehouse",
+        tmp_path / "wh" / "warehouse.duckdb",
+        env={**env, "DAGSTER_HOME": str(blocker)},
+    )
+    assert done.returncode == 2
+    assert (
+        f"segmentation run: cannot use {blocker} as DAGSTER_HOME: it is a file; DAGSTER_HOME "
+        "must be a folder"
+    ) in done.stderr  # not 'File exists'
+
 
 def test_generate_into_a_folder_names_the_mistake(tmp_path):
     done = segmentation("generate", "--rows", "10", "--out", tmp_path, env=subprocess_env())
