@@ -79,6 +79,12 @@ def test_unknown_timezone_is_refused_with_the_variable_named(monkeypatch):
         schedules.build_nightly_schedule()
 
 
+def test_invalid_cron_is_refused_with_the_variable_named(monkeypatch):
+    monkeypatch.setenv(schedules.CRON_ENV, "0 2 * *")
+    with pytest.raises(ValueError, match="SEGMENTATION_SCHEDULE_CRON='0 2 \\* \\*' is not a cron"):
+        schedules.build_nightly_schedule()
+
+
 def test_schedule_tick_requests_one_run_of_the_job(no_schedule_env):
     schedule = schedules.build_nightly_schedule()
     context = dg.build_schedule_context(

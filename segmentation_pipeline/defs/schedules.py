@@ -43,6 +43,16 @@ def build_nightly_schedule(
     """The schedule, from the arguments or else the environment (see module docstring)."""
     cron = cron or schedule_cron()
     timezone = timezone or schedule_timezone()
+    try:
+        return _schedule(cron, timezone)
+    except dg.DagsterInvalidDefinitionError as error:
+        raise ValueError(
+            f"{CRON_ENV}={cron!r} is not a cron schedule ({error}); use five fields such as "
+            f"'{DEFAULT_CRON}' (minute hour day-of-month month day-of-week)"
+        ) from None
+
+
+def _schedule(cron: str, timezone: str) -> dg.ScheduleDefinition:
     return dg.ScheduleDefinition(
         name="nightly_segmentation",
         job=segmentation_job,
