@@ -13,12 +13,13 @@ import shutil
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from unittest import mock
 
 import dagster as dg
 import duckdb
 import pytest
 
-from segmentation_pipeline.core import drift
+from segmentation_pipeline.core import drift, locations
 from segmentation_pipeline.definitions import defs
 from segmentation_pipeline.defs import schedules
 from segmentation_pipeline.defs.assets.profiles import segment_profiles
@@ -134,11 +135,14 @@ def _settled(path: Path, seconds_ago: float = 120.0) -> Path:
     return path
 
 
-def _evaluate(source: Path, cursor: str | None):
+def _evaluate(source: Path, cursor: str | None, warehouse: Path | None = None):
+    """One tick; the published warehouse it compares with is ``warehouse`` (none by default)."""
     context = dg.build_sensor_context(
         cursor=cursor, resources={"settings": SegmentationSettings(source_csv=str(source))}
     )
-    return source_file_changed(context), context
+    published = warehouse or source.parent / "no_warehouse_here.duckdb"
+    with mock.patch.dict(os.environ, {locations.WAREHOUSE_ENV: str(published)}):
+        return source_file_changed(context), context
 
 
 def test_sensor_runs_on_first_sight_and_stores_the_sha256(mall_csv, tmp_path):
@@ -192,6 +196,29 @@ def test_sensor_waits_for_a_file_being_written_to_settle(mall_csv, tmp_path):
 
     settled, _ = _evaluate(_settled(source, seconds_ago=61), None)
     assert isinstance(settled, dg.SensorResult) and len(settled.run_requests) == 1
+
+
+def test_sensor_turned_on_skips_the_file_the_published_warehouse_was_built_from(mall_csv, tmp_path):
+    """Turning the sensor on refreshed the warehouse although it held that very file."""
+    source = tmp_path / "customers.csv"
+    shutil.copy(mall_csv, source)
+    _settled(source)
+    warehouse = tmp_path / "warehouse.duckdb"
+    with duckdb.connect(str(warehouse)) as con:
+        con.execute(
+            "CREATE TABLE segmentation_runs AS SELECT 'r1' AS run_id, "
+            "TIMESTAMPTZ '2026-01-01' AS finished_at, $sha AS source_sha256",
+            {"sha": file_sha256(source)},
+        )
+
+    same, context = _evaluate(source, None, warehouse)
+    assert isinstance(same, dg.SkipReason)
+    assert "is what the published warehouse was built from" in same.skip_message
+    assert json.loads(context.cursor)["sha256"] == file_sha256(source)
+
+    source.write_text(mall_csv.read_text() + "0201,Female,30,50,50\n")
+    changed, _ = _evaluate(_settled(source), None, warehouse)
+    assert isinstance(changed, dg.SensorResult) and len(changed.run_requests) == 1
 
 
 def test_sensor_skips_with_a_reason_when_the_file_is_missing(tmp_path):

@@ -24,8 +24,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import dagster as dg
+import duckdb
 
+from segmentation_pipeline.core import locations
 from segmentation_pipeline.core.process_identity import process_is_gone
+from segmentation_pipeline.core.warehouse import Warehouse
 from segmentation_pipeline.defs.jobs import segmentation_job
 from segmentation_pipeline.defs.resources import SegmentationSettings
 
@@ -121,6 +124,12 @@ def source_file_changed(
         if current != previous:
             context.update_cursor(current.to_cursor())
         return dg.SkipReason(f"source file {path} unchanged (sha256 {current.sha256[:12]}…)")
+    if previous is None and current.sha256 == published_source_sha256():
+        context.update_cursor(current.to_cursor())
+        return dg.SkipReason(
+            f"source file {path} is what the published warehouse was built from "
+            f"(sha256 {current.sha256[:12]}…)"
+        )
     reason = (
         "first time seen" if previous is None else f"content changed from {previous.sha256[:12]}…"
     )
@@ -136,6 +145,25 @@ def source_file_changed(
         ],
         cursor=current.to_cursor(),
     )
+
+
+def published_source_sha256() -> str | None:
+    """The sha256 of the file the latest published run read, from the default warehouse
+    ($SEGMENTATION_WAREHOUSE), so that turning the sensor on does not refresh what is
+    already published; None when there is no readable warehouse."""
+    try:
+        con = Warehouse(locations.warehouse_path()).connect_read_only()
+    except (OSError, ValueError, duckdb.Error):
+        return None
+    try:
+        row = con.execute(
+            "SELECT source_sha256 FROM segmentation_runs ORDER BY finished_at DESC, run_id LIMIT 1"
+        ).fetchone()
+    except duckdb.Error:
+        return None
+    finally:
+        con.close()
+    return row[0] if row else None
 
 
 def failure_alert(context: dg.RunFailureSensorContext) -> str:
