@@ -44,27 +44,23 @@ def build_nightly_schedule(
     cron = cron or schedule_cron()
     timezone = timezone or schedule_timezone()
     try:
-        return _schedule(cron, timezone)
+        return dg.ScheduleDefinition(
+            name="nightly_segmentation",
+            job=segmentation_job,
+            cron_schedule=cron,
+            execution_timezone=timezone,
+            default_status=dg.DefaultScheduleStatus.RUNNING,
+            tags={"segmentation/trigger": "schedule"},
+            description=(
+                f"Refresh the warehouse with segmentation_job ({cron}, {timezone}). Runs queue "
+                "behind each other: at most one run tagged segmentation/writer is in progress."
+            ),
+        )
     except dg.DagsterInvalidDefinitionError as error:
         raise ValueError(
             f"{CRON_ENV}={cron!r} is not a cron schedule ({error}); use five fields such as "
             f"'{DEFAULT_CRON}' (minute hour day-of-month month day-of-week)"
         ) from None
-
-
-def _schedule(cron: str, timezone: str) -> dg.ScheduleDefinition:
-    return dg.ScheduleDefinition(
-        name="nightly_segmentation",
-        job=segmentation_job,
-        cron_schedule=cron,
-        execution_timezone=timezone,
-        default_status=dg.DefaultScheduleStatus.RUNNING,
-        tags={"segmentation/trigger": "schedule"},
-        description=(
-            f"Refresh the warehouse with segmentation_job ({cron}, {timezone}). Runs queue "
-            "behind each other: at most one run tagged segmentation/writer is in progress."
-        ),
-    )
 
 
 nightly_segmentation = build_nightly_schedule()
