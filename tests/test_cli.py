@@ -248,12 +248,11 @@ def test_failed_run_explains_on_stderr_and_keeps_the_warehouse(published, tmp_pa
     assert file_sha256(published["warehouse"]) == before
 
 
-def _interrupted_run(
-    args: list[str | Path], env: dict[str, str], step: str, signal_number: int, delay: float
-) -> tuple[int, str, str]:
-    """``segmentation run`` sent ``signal_number`` ``delay`` seconds after ``step`` starts
-    (as Ctrl-C or a service manager's stop would); returns its exit code, stdout and
-    stderr."""
+def _run_until_step_starts(
+    args: list[str | Path], env: dict[str, str], step: str
+) -> tuple[subprocess.Popen[str], list[str]]:
+    """``segmentation run`` started, and its stderr read up to the line saying ``step``
+    started; returns the process (still running) and the lines read."""
     process = subprocess.Popen(
         [str(CLI), "run", *map(str, args)],
         env=env,
@@ -266,9 +265,19 @@ def _interrupted_run(
     for line in process.stderr:  # type: ignore[union-attr]
         seen.append(line)
         if line.rstrip().endswith(f"{step}: start"):
-            time.sleep(delay)
-            process.send_signal(signal_number)
             break
+    return process, seen
+
+
+def _interrupted_run(
+    args: list[str | Path], env: dict[str, str], step: str, signal_number: int, delay: float
+) -> tuple[int, str, str]:
+    """``segmentation run`` sent ``signal_number`` ``delay`` seconds after ``step`` starts
+    (as Ctrl-C or a service manager's stop would); returns its exit code, stdout and
+    stderr."""
+    process, seen = _run_until_step_starts(args, env, step)
+    time.sleep(delay)
+    process.send_signal(signal_number)
     stdout, rest = process.communicate(timeout=300)
     return process.returncode, stdout, "".join(seen) + rest
 
@@ -504,19 +513,9 @@ def test_a_warehouse_folder_that_cannot_be_written_fails_the_run_before_it_start
 
 def _killed_run(args: list[str | Path], env: dict[str, str], step: str) -> str:
     """The id of a ``segmentation run`` killed with SIGKILL once ``step`` has started."""
-    process = subprocess.Popen(
-        [str(CLI), "run", *map(str, args)],
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        cwd=REPO_ROOT,
-    )
-    for line in process.stderr:  # type: ignore[union-attr]
-        if line.rstrip().endswith(f"{step}: start"):
-            process.kill()
-            break
-    process.wait(timeout=60)
+    process, _ = _run_until_step_starts(args, env, step)
+    process.kill()
+    process.communicate(timeout=60)
     import dagster as dg
 
     with dg.DagsterInstance.from_config(str(env["DAGSTER_HOME"])) as instance:
