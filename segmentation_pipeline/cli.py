@@ -132,7 +132,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.warehouse is not None:
         os.environ[locations.WAREHOUSE_ENV] = str(args.warehouse.expanduser().resolve())
     if args.source is not None:
-        os.environ[locations.SOURCE_ENV] = str(args.source.expanduser().resolve())
+        os.environ[locations.SOURCE_ENV] = str(locations.source_path(args.source))
     # Where this command could not start the server, the run must not try again (the
     # settings resource would, and would give a reason that is not the real one).
     settings: dict[str, object] = {} if server_started else {"worker_server": False}

@@ -221,6 +221,19 @@ def test_missing_file(con, tmp_path):
     assert "nope.csv" in str(error.value)
 
 
+def test_a_link_to_a_missing_file_is_named_as_given_and_by_its_target(con, tmp_path):
+    link = tmp_path / "latest.csv"
+    link.symlink_to(tmp_path / "export_2026-12-01.csv")
+
+    with pytest.raises(InputError) as error:
+        stage_customers(con, link, "run-1")
+
+    assert str(error.value) == (
+        f"{link}: file not found: it links to {tmp_path / 'export_2026-12-01.csv'}, "
+        "which does not exist"
+    )
+
+
 def test_directory_as_source(con, tmp_path):
     with pytest.raises(InputError, match="is a directory"):
         stage_customers(con, tmp_path, "run-1")

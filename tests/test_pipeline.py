@@ -131,6 +131,34 @@ def test_a_file_with_far_fewer_customers_publishes_nothing_unless_allowed(
     assert published(warehouse, "SELECT count(*) FROM customers") == [(60,)]
 
 
+def test_a_link_rotated_to_each_nights_export_is_one_source_for_the_count_guard(
+    mall_csv, warehouse, tmp_path
+):
+    """Exports land as dated files and `latest.csv` is linked to the newest: the runs record
+    the link, so a cut-short export is compared with the night before, not taken for a
+    file never seen."""
+    lines = mall_csv.read_text().splitlines()
+    first_night = tmp_path / "export_1.csv"
+    first_night.write_text("\n".join(lines) + "\n")
+    cut_short = tmp_path / "export_2.csv"
+    cut_short.write_text("\n".join(lines[:61]) + "\n")
+    latest = tmp_path / "latest.csv"
+    latest.symlink_to(first_night)
+    assert materialize(latest, warehouse).success
+    before = file_sha256(warehouse)
+    latest.unlink()
+    latest.symlink_to(cut_short)
+
+    refused = materialize(latest, warehouse)
+
+    assert not refused.success
+    [failed] = [e for e in refused.get_asset_check_evaluations() if not e.passed]
+    assert failed.check_name == "customer_count_kept"
+    assert failed.description.startswith("customer count 60 against 200 in the last run ")
+    assert file_sha256(warehouse) == before
+    assert published(warehouse, "SELECT source FROM segmentation_runs") == [(str(latest),)]
+
+
 def test_file_level_failure_names_the_problem_and_keeps_the_warehouse(published_mall, write_csv):
     before = file_sha256(published_mall)
     path = write_csv("CustomerID,Genre,Age\n0001,Male,19\n")

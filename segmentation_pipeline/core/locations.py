@@ -25,7 +25,18 @@ INSTANCE_CONFIG = DEFAULT_DAGSTER_HOME / "dagster.yaml"
 
 def source_csv() -> Path:
     """The input CSV: $SEGMENTATION_SOURCE_CSV, else the demo data shipped in data/."""
-    return _path_from_env(SOURCE_ENV, DEFAULT_SOURCE_CSV)
+    value = os.environ.get(SOURCE_ENV, "").strip()
+    return source_path(value) if value else DEFAULT_SOURCE_CSV
+
+
+def source_path(path: str | Path) -> Path:
+    """An input path made absolute, with its symbolic links kept, not resolved.
+
+    A run records its source by this path, and the customer-count guard compares runs of
+    the same source: a `latest.csv` link that each night's export is linked to stays one
+    source, where its resolved target would be a new file every night.
+    """
+    return Path(os.path.abspath(Path(path).expanduser()))
 
 
 def warehouse_path() -> Path:

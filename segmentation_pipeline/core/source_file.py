@@ -55,6 +55,9 @@ class LineLayout:
 def check_source_file(source: Path) -> None:
     """Fail early with a plain reason when the path cannot be a CSV input."""
     if not source.exists():
+        if source.is_symlink():
+            target = source.readlink()
+            raise InputError(source, f"file not found: it links to {target}, which does not exist")
         raise InputError(source, "file not found")
     if source.is_dir():
         raise InputError(source, "is a directory, not a CSV file")

@@ -151,7 +151,7 @@ class SegmentationSettings(dg.ConfigurableResource):
 
     @property
     def source_path(self) -> Path:
-        return Path(self.source_csv).expanduser().resolve()
+        return locations.source_path(self.source_csv)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         # Only runs compute: a sensor that reads the settings (in the code server) must not
