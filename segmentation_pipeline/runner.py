@@ -105,7 +105,7 @@ def run_segmentation_job(
     published = any(
         event.asset_key == dg.AssetKey("published_warehouse")
         for event in result.get_asset_materialization_events()
-    )
+    ) or (not result.success and _holds_run(warehouse, result.run_id))
     outcome = RunOutcome(
         run_id=result.run_id,
         succeeded=result.success,
@@ -241,6 +241,14 @@ def _error_text(error: object) -> str:
     if not separator or head.rsplit(".", 1)[-1] != cls_name:
         return message
     return rest if cls_name in _USER_WORDED_ERRORS else f"{cls_name}: {rest}"
+
+
+def _holds_run(warehouse: Path, run_id: str) -> bool:
+    """Whether a failed run's results are published all the same: its publish step renamed
+    the file into place, then failed before it could say so."""
+    from segmentation_pipeline.core.warehouse import Warehouse
+
+    return Warehouse(warehouse).holds_run(run_id)
 
 
 def published_summary(warehouse: Path, run_id: str) -> str:

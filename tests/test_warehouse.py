@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import os
+import stat
 import subprocess
 import sys
 from pathlib import Path
@@ -129,6 +132,57 @@ def test_missing_required_table_is_not_published(tmp_path):
     with pytest.raises(PublishError, match="lacks table"):
         warehouse.publish("run-2", ["customers"])
     assert file_sha256(warehouse.path) == before
+
+
+def build_run(warehouse: Warehouse, run_id: str) -> None:
+    """A work file that records its run, as the pipeline's does in segmentation_runs."""
+    with warehouse.work_connection(run_id) as con:
+        con.execute("CREATE TABLE IF NOT EXISTS segmentation_runs (run_id VARCHAR)")
+        con.execute("INSERT INTO segmentation_runs VALUES ($run_id)", {"run_id": run_id})
+
+
+def test_a_run_renamed_into_place_is_known_as_published_so_a_retry_stops(tmp_path):
+    """A publish step that fails after its rename is retried; the retry must see that the
+    run is published, or it would publish a copy of it and lose the roll-back file."""
+    warehouse = Warehouse(tmp_path / "w.duckdb")
+    build_run(warehouse, "run-1")
+    warehouse.publish("run-1", ["segmentation_runs"])
+    build_run(warehouse, "run-2")
+    assert not warehouse.published_by("run-2")  # its work file is still to be published
+
+    warehouse.publish("run-2", ["segmentation_runs"])
+
+    assert warehouse.published_by("run-2")
+    assert warehouse.holds_run("run-1") and warehouse.holds_run("run-2")
+    assert not warehouse.published_by("run-3")
+    previous = Warehouse(warehouse.previous_path)
+    assert previous.holds_run("run-1") and not previous.holds_run("run-2")
+    assert not Warehouse(tmp_path / "none.duckdb").holds_run("run-1")
+
+
+def test_a_folder_that_cannot_be_synced_after_the_rename_is_a_warning_not_a_failure(
+    tmp_path, monkeypatch
+):
+    """fsync on a folder fails on some network file systems (EINVAL). The file is in place
+    by then: failing the step would have it retried and publish the run twice."""
+    real_fsync = os.fsync
+
+    def fsync_refused_on_folders(descriptor: int) -> None:
+        if stat.S_ISDIR(os.fstat(descriptor).st_mode):
+            raise OSError(errno.EINVAL, os.strerror(errno.EINVAL))
+        real_fsync(descriptor)
+
+    monkeypatch.setattr(os, "fsync", fsync_refused_on_folders)
+    warehouse = Warehouse(tmp_path / "w.duckdb")
+    build(warehouse, "run-1", 3)
+
+    result = warehouse.publish("run-1", ["customers"])
+
+    assert count(warehouse.path) == 3
+    assert result.warning == (
+        f"published, but the folder {tmp_path} could not be synced (Invalid argument): a "
+        "crash of the machine soon after could bring back the previous file"
+    )
 
 
 def test_publishing_a_run_without_work_file_fails(tmp_path):

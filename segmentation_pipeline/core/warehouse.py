@@ -39,6 +39,7 @@ class PublishResult:
     path: Path
     row_counts: dict[str, int]
     size_bytes: int
+    warning: str | None = None  # published, but with a caveat the operator should read
 
 
 @dataclass(frozen=True)
@@ -202,11 +203,52 @@ class Warehouse:
                 f"{work} still has a write-ahead log after CHECKPOINT; not published"
             )
         _fsync_file(work)
+        size_bytes = work.stat().st_size
         if self.path.exists():
             _replace_with_hard_link(self.path, self.previous_path)
         os.replace(work, self.path)
-        _fsync_dir(self.path.parent)
-        return PublishResult(self.path, row_counts, self.path.stat().st_size)
+        # Published. Nothing from here on may fail the step: its retry would publish again.
+        try:
+            _fsync_dir(self.path.parent)
+        except OSError as error:  # some network file systems refuse fsync on a folder
+            return PublishResult(
+                self.path,
+                row_counts,
+                size_bytes,
+                warning=f"published, but the folder {self.path.parent} could not be synced "
+                f"({error.strerror}): a crash of the machine soon after could bring back the "
+                "previous file",
+            )
+        return PublishResult(self.path, row_counts, size_bytes)
+
+    def holds_run(self, run_id: str) -> bool:
+        """Whether the published warehouse has this run's results (its segmentation_runs row
+        is written in the run's own work file, so it is published with them and only so)."""
+        if not self.path.exists():
+            return False
+        con = self.connect_read_only()
+        try:
+            has_runs = con.execute(
+                "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
+                "AND schema_name = 'main' AND table_name = 'segmentation_runs'"
+            ).fetchone()[0]
+            return bool(has_runs) and bool(
+                con.execute(
+                    "SELECT count(*) FROM segmentation_runs WHERE run_id = $run_id",
+                    {"run_id": run_id},
+                ).fetchone()[0]
+            )
+        finally:
+            con.close()
+
+    def published_by(self, run_id: str) -> bool:
+        """Whether an earlier attempt of this run's publish step already renamed its work file
+        into place: the work file is gone and the published warehouse holds the run.
+
+        A retried publish must then stop: it would copy the published file into a new work
+        file and publish that, replacing the roll-back copy (``*.previous.duckdb``) with the
+        run's own results."""
+        return not self.work_path(run_id).exists() and self.holds_run(run_id)
 
     def discard_work_file(self, run_id: str) -> None:
         """Remove what a run left in the work folder: its work file when it did not publish,

@@ -37,6 +37,11 @@ def published_warehouse(
     never a mix, and the previous file stays next to it as `*.previous.duckdb`.
     """
     run_id = context.run.run_id
+    if warehouse.warehouse.published_by(run_id):
+        context.log.info(f"Already published to {warehouse.warehouse.path} by an earlier attempt.")
+        return dg.MaterializeResult(
+            metadata={"path": dg.MetadataValue.path(str(warehouse.warehouse.path))}
+        )
     with warehouse.work_connection(run_id) as con:
         complete = run_is_complete(con, run_id)
         views = create_views(con) if complete.passed else []  # analysts' views, see core/views
@@ -54,6 +59,8 @@ def published_warehouse(
     except PublishError as error:
         raise dg.Failure(description=str(error), allow_retries=False) from None
     context.log.info(f"Published {result.path} ({result.size_bytes:,} bytes).")
+    if result.warning:
+        context.log.warning(result.warning)
     return dg.MaterializeResult(
         metadata={
             "path": dg.MetadataValue.path(str(result.path)),
