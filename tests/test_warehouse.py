@@ -160,6 +160,29 @@ def test_a_run_renamed_into_place_is_known_as_published_so_a_retry_stops(tmp_pat
     assert not Warehouse(tmp_path / "none.duckdb").holds_run("run-1")
 
 
+def test_a_new_connection_sees_a_refresh_while_an_old_one_is_still_open_in_the_process(
+    tmp_path,
+):
+    """DuckDB hands a new `connect(path)` the database a connection still open in the same
+    process has, so a notebook that reconnects without closing kept reading the old file."""
+    warehouse = Warehouse(tmp_path / "w.duckdb")
+    build(warehouse, "run-1", 3)
+    warehouse.publish("run-1", ["customers"])
+    plain = duckdb.connect(str(warehouse.path), read_only=True)
+    ours = warehouse.connect_read_only()
+    build(warehouse, "run-2", 5)
+    warehouse.publish("run-2", ["customers"])
+
+    fresh = warehouse.connect_read_only()
+
+    assert fresh.execute("SELECT count(*) FROM customers").fetchone() == (5,)
+    assert fresh.execute("SELECT current_database()").fetchone() == ("w",)
+    assert ours.execute("SELECT count(*) FROM customers").fetchone() == (3,)  # its snapshot
+    assert plain.execute("SELECT count(*) FROM customers").fetchone() == (3,)
+    for con in (fresh, ours, plain):
+        con.close()
+
+
 def test_a_folder_that_cannot_be_synced_after_the_rename_is_a_warning_not_a_failure(
     tmp_path, monkeypatch
 ):

@@ -24,12 +24,14 @@ import duckdb
 from filelock import FileLock, Timeout
 
 from segmentation_pipeline.core.errors import PublishError
-from segmentation_pipeline.core.sql_text import literal
+from segmentation_pipeline.core.sql_text import identifier, literal
 
 # Read-only connections made while a refresh renames its file into place (see
 # Warehouse.connect_read_only).
 CONNECT_ATTEMPTS = 5
 DUCKDB_MAGIC = b"DUCK"  # bytes 8-11 of every DuckDB database file
+# Names DuckDB gives its own databases, which an attached file cannot take.
+RESERVED_DATABASE_NAMES = frozenset({"memory", "system", "temp"})
 
 
 @dataclass(frozen=True)
@@ -298,14 +300,33 @@ class Warehouse:
         for attempt in range(1, CONNECT_ATTEMPTS):
             before = _file_identity(self.path)
             try:
-                con = duckdb.connect(str(self.path), read_only=True, config=config)
+                con = _attach_read_only(self.path, config)
             except duckdb.Error:
                 time.sleep(0.05 * attempt)
                 continue
             if _file_identity(self.path) == before:
                 return _without_progress_bar(con)
             con.close()
-        return _without_progress_bar(duckdb.connect(str(self.path), read_only=True, config=config))
+        return _without_progress_bar(_attach_read_only(self.path, config))
+
+
+def _attach_read_only(path: Path, config: dict[str, str]) -> duckdb.DuckDBPyConnection:
+    """A database of its own, in memory, with the file attached read-only and in use.
+
+    ``duckdb.connect(path)`` shares one open database per file within a process: while any
+    connection to the path is still open there, a new one is handed that database, and so
+    keeps reading a file a refresh has since replaced. An attachment opens the file now.
+    It is named like the file (``warehouse`` for warehouse.duckdb), as a connection is.
+    """
+    con = duckdb.connect(":memory:", config=config)
+    name = identifier(path.stem if path.stem not in RESERVED_DATABASE_NAMES else "warehouse")
+    try:
+        con.execute(f"ATTACH {literal(str(path))} AS {name} (READ_ONLY)")
+        con.execute(f"USE {name}")
+    except duckdb.Error:
+        con.close()
+        raise
+    return con
 
 
 def _check_is_duckdb_file(path: Path) -> None:
