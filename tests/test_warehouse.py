@@ -183,6 +183,27 @@ def test_a_new_connection_sees_a_refresh_while_an_old_one_is_still_open_in_the_p
         con.close()
 
 
+def test_a_refresh_keeps_the_mode_and_group_an_administrator_gave_the_warehouse(tmp_path):
+    """A rename puts a new file in place: it had the writer's umask and group, so a
+    warehouse restricted to `600` became world-readable on the next refresh."""
+    warehouse = Warehouse(tmp_path / "w.duckdb")
+    build(warehouse, "run-1", 3)
+    warehouse.publish("run-1", ["customers"])
+    group = next(g for g in (1, 2, os.getgid()) if g != warehouse.path.stat().st_gid)
+    if os.geteuid() == 0 or group in os.getgroups():
+        os.chown(warehouse.path, -1, group)
+    else:
+        group = warehouse.path.stat().st_gid
+    warehouse.path.chmod(0o640)
+    build(warehouse, "run-2", 5)
+
+    warehouse.publish("run-2", ["customers"])
+
+    status = warehouse.path.stat()
+    assert count(warehouse.path) == 5
+    assert (stat.S_IMODE(status.st_mode), status.st_gid) == (0o640, group)
+
+
 def test_a_folder_that_cannot_be_synced_after_the_rename_is_a_warning_not_a_failure(
     tmp_path, monkeypatch
 ):

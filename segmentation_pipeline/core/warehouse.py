@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+import stat
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -207,6 +208,7 @@ class Warehouse:
         _fsync_file(work)
         size_bytes = work.stat().st_size
         if self.path.exists():
+            _take_access_of(work, self.path)
             _replace_with_hard_link(self.path, self.previous_path)
         os.replace(work, self.path)
         # Published. Nothing from here on may fail the step: its retry would publish again.
@@ -391,6 +393,25 @@ def _replace_with_hard_link(source: Path, target: Path) -> None:
     except OSError:  # file systems without hard links: a copy will do for a roll-back file
         shutil.copyfile(source, temporary)
     os.replace(temporary, target)
+
+
+def _take_access_of(work: Path, published: Path) -> None:
+    """Give the work file the mode and group of the published file it is to replace.
+
+    A new file gets the writer's umask and group, so without this every refresh undid
+    an administrator's `chmod 600` or `chgrp analysts` on the warehouse (customer data).
+    The owner is whoever runs the refresh: only root may give a file away."""
+    status = published.stat()
+    os.chmod(work, stat.S_IMODE(status.st_mode))
+    if work.stat().st_gid != status.st_gid:
+        try:
+            os.chown(work, -1, status.st_gid)
+        except PermissionError as error:
+            raise PublishError(
+                f"cannot give the new warehouse the group of {published} (gid "
+                f"{status.st_gid}): {error.strerror}; run the refresh as a member of that "
+                "group, or change the warehouse's group"
+            ) from None
 
 
 def _fsync_file(path: Path) -> None:
