@@ -245,10 +245,16 @@ def _error_text(error: object) -> str:
 
 def _holds_run(warehouse: Path, run_id: str) -> bool:
     """Whether a failed run's results are published all the same: its publish step renamed
-    the file into place, then failed before it could say so."""
+    the file into place, then failed before it could say so. A file this process cannot
+    read (another holds it open read-write) is not one the run put there."""
+    import duckdb
+
     from segmentation_pipeline.core.warehouse import Warehouse
 
-    return Warehouse(warehouse).holds_run(run_id)
+    try:
+        return Warehouse(warehouse).holds_run(run_id)
+    except duckdb.Error:
+        return False
 
 
 def published_summary(warehouse: Path, run_id: str) -> str:

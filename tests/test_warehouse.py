@@ -12,9 +12,16 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from segmentation_pipeline.core.errors import PublishError
+from segmentation_pipeline.core.errors import PublishError, WarehouseBusyError
 from segmentation_pipeline.core.warehouse import Warehouse
 from tests.conftest import file_sha256
+
+HOLD_READ_WRITE = """
+import sys, time, duckdb
+con = duckdb.connect(sys.argv[1])
+print("open", flush=True)
+time.sleep(60)
+"""
 
 
 def build(warehouse: Warehouse, run_id: str, n_rows: int) -> None:
@@ -202,6 +209,34 @@ def test_a_refresh_keeps_the_mode_and_group_an_administrator_gave_the_warehouse(
     status = warehouse.path.stat()
     assert count(warehouse.path) == 5
     assert (stat.S_IMODE(status.st_mode), status.st_gid) == (0o640, group)
+
+
+def test_a_refresh_names_the_process_that_holds_the_warehouse_open_read_write(tmp_path):
+    """`duckdb.connect(path)` is read-write by default and locks the file against every
+    other process: the refresh said only DuckDB's "Could not set lock on file"."""
+    warehouse = Warehouse(tmp_path / "w.duckdb")
+    build(warehouse, "run-1", 3)
+    warehouse.publish("run-1", ["customers"])
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_READ_WRITE, str(warehouse.path)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline() == "open\n"
+        with pytest.raises(WarehouseBusyError) as error:
+            warehouse.ensure_work_file("run-2")
+    finally:
+        holder.kill()
+        holder.wait()
+
+    assert str(error.value) == (
+        f"{warehouse.path} is open read-write in another process "
+        f"({Path(sys.executable).resolve().name}, PID {holder.pid}): a refresh can read it "
+        "only while every other connection is read-only. Close that connection, or connect "
+        "with read_only=True (the duckdb command line: -readonly)"
+    )
+    assert not warehouse.work_path("run-2").exists()
 
 
 def test_a_folder_that_cannot_be_synced_after_the_rename_is_a_warning_not_a_failure(

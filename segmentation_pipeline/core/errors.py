@@ -46,5 +46,10 @@ class SourceChangedError(InputError):
     other input errors it can pass by itself, so the step is retried."""
 
 
+class WarehouseBusyError(Exception):
+    """Another process holds the published warehouse open read-write, so a refresh cannot
+    read it. It passes when that connection closes, so the step is retried."""
+
+
 class PublishError(Exception):
     """The work database failed its last validation, so it was not published."""

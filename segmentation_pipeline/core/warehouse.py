@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import shutil
 import stat
 import tempfile
@@ -24,7 +25,7 @@ from pathlib import Path
 import duckdb
 from filelock import FileLock, Timeout
 
-from segmentation_pipeline.core.errors import PublishError
+from segmentation_pipeline.core.errors import PublishError, WarehouseBusyError
 from segmentation_pipeline.core.sql_text import identifier, literal
 
 # Read-only connections made while a refresh renames its file into place (see
@@ -149,7 +150,7 @@ class Warehouse:
         )
         try:
             con.execute("SET enable_progress_bar = false")
-            con.execute(f"ATTACH {literal(str(self.path))} AS published (READ_ONLY)")
+            _attach_published(con, self.path)
             used, free = con.execute(
                 "SELECT used_blocks, free_blocks FROM pragma_database_size() "
                 "WHERE database_name = 'published'"
@@ -310,6 +311,23 @@ class Warehouse:
                 return _without_progress_bar(con)
             con.close()
         return _without_progress_bar(_attach_read_only(self.path, config))
+
+
+def _attach_published(con: duckdb.DuckDBPyConnection, path: Path) -> None:
+    """Attach the published warehouse read-only as ``published``, naming the process that
+    keeps a refresh from it (DuckDB's "Could not set lock on file")."""
+    try:
+        con.execute(f"ATTACH {literal(str(path))} AS published (READ_ONLY)")
+    except duckdb.IOException as error:
+        holder = re.search(r"Conflicting lock is held in (.*?) \(PID (\d+)\)", str(error))
+        if holder is None:
+            raise
+        raise WarehouseBusyError(
+            f"{path} is open read-write in another process ({Path(holder[1]).name}, PID "
+            f"{holder[2]}): a refresh can read it only while every other connection is "
+            "read-only. Close that connection, or connect with read_only=True (the duckdb "
+            "command line: -readonly)"
+        ) from None
 
 
 def _attach_read_only(path: Path, config: dict[str, str]) -> duckdb.DuckDBPyConnection:
