@@ -105,7 +105,10 @@ def test_snake_case_header_with_bom_crlf_quotes_and_extra_columns(con, write_csv
         ("0009,Male,35.5,40,50", "age", "35.5", "age: '35.5' is not a whole number"),
         ("0009,Male,-1,40,50", "age", "-1", "age: '-1' is out of range (0 to 120)"),
         ("0009,Male,121,40,50", "age", "121", "is out of range (0 to 120)"),
-        ("0009,Male,30,-5,50", "annual_income", "-5", "is below the minimum (0)"),
+        ("0009,Male,30,-5,50", "annual_income", "-5", "is out of range (0 to 10000)"),
+        # dollars entered as k$; 1e200 overflowed the feature's variance
+        ("0009,Male,30,150000,50", "annual_income", "150000", "is out of range (0 to 10000)"),
+        ("0009,Male,30,1e200,50", "annual_income", "1e200", "is out of range (0 to 10000)"),
         ("0009,Male,30,40,0", "spending_score", "0", "is out of range (1 to 100)"),
         ("0009,Male,30,40,101", "spending_score", "101", "is out of range (1 to 100)"),
     ],

@@ -25,8 +25,16 @@ class Column:
 CUSTOMER_ID = Column("customer_id", "VARCHAR", "text", rule="non-empty, unique, kept as text")
 GENDER = Column("gender", "VARCHAR", "text", rule="non-empty text, kept as given")
 AGE = Column("age", "INTEGER", "integer", 0, 120, rule="integer 0 to 120")
+# At most 10,000 k$ ($10 million a year): a larger value is almost always an income entered
+# in dollars, and a single one took over the standardised features (one customer became a
+# segment of its own, every other customer the other), or overflowed their variance.
 ANNUAL_INCOME = Column(
-    "annual_income", "DOUBLE", "number", 0, None, rule="number >= 0 (thousands of dollars)"
+    "annual_income",
+    "DOUBLE",
+    "number",
+    0,
+    10_000,
+    rule="number 0 to 10,000 (thousands of dollars)",
 )
 SPENDING_SCORE = Column("spending_score", "INTEGER", "integer", 1, 100, rule="integer 1 to 100")
 
