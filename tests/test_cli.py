@@ -219,8 +219,13 @@ def test_invalid_settings_are_refused_before_the_run_starts(published, tmp_path)
         "run", "--k-min", "5", "--k-max", "3", "--warehouse", warehouse, env=env
     )
     negative = segmentation("run", "--seed", "-1", "--warehouse", warehouse, env=env)
+    # failed after the whole model search: the seed column is an INTEGER
+    too_large = segmentation("run", "--seed", "3000000000", "--warehouse", warehouse, env=env)
 
-    assert empty_range.returncode == negative.returncode == 2
+    assert empty_range.returncode == negative.returncode == too_large.returncode == 2
+    assert too_large.stderr == (
+        "segmentation run: --seed: Input should be less than or equal to 2147483647\n"
+    )
     assert empty_range.stderr == "segmentation run: k_max (3) must be >= k_min (5)\n"
     assert (
         negative.stderr == "segmentation run: --seed: Input should be greater than or equal to 0\n"

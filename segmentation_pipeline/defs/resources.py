@@ -115,7 +115,10 @@ class SegmentationSettings(dg.ConfigurableResource):
         "bisecting_kmeans (engine spark, where this default list means both).",
     )
     seed: int = Field(
-        default=0, ge=0, description="Seed for sampling and fitting (reproducible runs)."
+        default=0,
+        ge=0,
+        le=2**31 - 1,  # segmentation_runs.seed is an INTEGER
+        description="Seed for sampling and fitting (reproducible runs).",
     )
     sample_size: int = Field(
         default=200_000, ge=100, description="Customers sampled for model selection and fit."
