@@ -2,6 +2,7 @@
 
 import dagster as dg
 
+from segmentation_pipeline.core.catalog import apply_comments
 from segmentation_pipeline.core.errors import PublishError
 from segmentation_pipeline.core.history import history_row_count
 from segmentation_pipeline.core.validation import run_is_complete
@@ -45,6 +46,8 @@ def published_warehouse(
     with warehouse.work_connection(run_id) as con:
         complete = run_is_complete(con, run_id)
         views = create_views(con) if complete.passed else []  # analysts' views, see core/views
+        # after the views: CREATE OR REPLACE drops comments; BI tools show them, core/catalog
+        comments = apply_comments(con) if complete.passed else 0
         history_rows = history_row_count(con)
     if not complete.passed:
         raise dg.Failure(
@@ -66,6 +69,7 @@ def published_warehouse(
             "path": dg.MetadataValue.path(str(result.path)),
             "size_bytes": result.size_bytes,
             "views": ", ".join(views),
+            "catalog_comments": comments,
             **{f"rows_{table}": count for table, count in result.row_counts.items()},
         }
     )
