@@ -31,7 +31,7 @@ COMMON_COLUMNS: dict[str, str] = {
     "customer_id": 'Customer id from the input file, kept as text ("0001" stays "0001").',
     "gender": "Gender as given in the input (Female, F and Woman in any case count as female).",
     "age": "Age in years (integer 0-120).",
-    "annual_income": "Annual income in thousands of dollars (k$), at least 0.",
+    "annual_income": "Annual income in thousands of dollars (k$), 0 to 10,000.",
     "spending_score": "Spending score, an integer 1-100.",
     "segment_id": "Segment id, stable across runs: a segment still there after a refresh "
     "keeps its id.",
