@@ -229,6 +229,13 @@ def _sql(args: argparse.Namespace) -> int:
             print("segmentation sql: the query has no statement to run", file=sys.stderr)
             return EXIT_USAGE
         frame = result.df()
+        statements = len(duckdb.extract_statements(args.query))
+        if statements > 1:
+            print(
+                f"segmentation sql: ran {statements} statements; the result shown is the last "
+                "one's",
+                file=sys.stderr,
+            )
     except duckdb.Error as error:
         print(f"segmentation sql: {error}", file=sys.stderr)
         return EXIT_FAILED
@@ -238,7 +245,8 @@ def _sql(args: argparse.Namespace) -> int:
         if args.format == "csv":
             frame.to_csv(sys.stdout, index=False)
         elif args.format == "json":
-            print(frame.to_json(orient="records", date_format="iso", indent=2))
+            # to the microsecond, as stored: a finished_at read back must find its run again
+            print(frame.to_json(orient="records", date_format="iso", date_unit="us", indent=2))
         else:
             print(_as_table(frame) if not frame.empty else "(no rows)")
         sys.stdout.flush()

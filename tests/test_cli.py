@@ -151,6 +151,32 @@ def test_sql_formats(published):
     assert as_table.stdout.split() == ["customer_id", "0001"]
 
 
+def test_sql_json_timestamps_find_their_run_again(published):
+    """JSON cut timestamps to milliseconds, so `WHERE finished_at = <value>` found nothing."""
+    env = subprocess_env(SEGMENTATION_WAREHOUSE=published["warehouse"])
+    as_json = segmentation(
+        "sql", "SELECT finished_at FROM segmentation_runs", "--format", "json", env=env
+    )
+    [row] = json.loads(as_json.stdout)
+
+    lookup = "SELECT count(*) AS n FROM segmentation_runs WHERE finished_at = $1"
+    stamp = row["finished_at"]
+    found = segmentation("sql", lookup.replace("$1", f"'{stamp}'"), "--format", "csv", env=env)
+
+    assert found.stdout.splitlines() == ["n", "1"]
+
+
+def test_sql_with_several_statements_says_which_result_it_shows(published):
+    env = subprocess_env(SEGMENTATION_WAREHOUSE=published["warehouse"])
+
+    done = segmentation("sql", "SELECT 1 AS a; SELECT 2 AS b", "--format", "csv", env=env)
+
+    assert done.stdout.splitlines() == ["b", "2"]
+    assert done.stderr == (
+        "segmentation sql: ran 2 statements; the result shown is the last one's\n"
+    )
+
+
 def test_sql_table_shows_every_missing_value_as_null(published):
     env = subprocess_env(SEGMENTATION_WAREHOUSE=published["warehouse"])
     query = (
