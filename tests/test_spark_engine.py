@@ -85,7 +85,7 @@ EXTRA_INPUTS: dict[str, str | bytes] = {
         "  ,Male,30,40,50\n0013,Male,abc,40,50\n0014,Male,30,1_000,50\n0015,Male,35.5,40,50\n"
         "0016,Male,-1,40,50\n0017,Male,121,40,50\n0018,Male,30,-5,50\n0019,Male,30,40,0\n"
         "0020,Male,30,40,101\n0021,Male,-5,40,101\n0022,Male,30,150000,50\n"
-        "0023,Male,30,1e200,50\n"
+        "0023,Male,30,1e200,50\n0024,#N/A,30,40,50\n0025,\\N,30,40,50\n0026,Male,<NA>,40,50\n"
     ),
     "duplicates collapse, conflicts are rejected": (
         f"{KAGGLE_HEADER}\n0001,Male,19,15,39\n0001,Male,19,15.0,39\n0002,Female,21,15,81\n"

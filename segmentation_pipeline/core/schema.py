@@ -71,8 +71,21 @@ HEADER_ALIASES: dict[str, str] = {
     "spendingscore1100": "spending_score",
 }
 
-# Text values that mean "no value" in exported spreadsheets.
-MISSING_TOKENS: tuple[str, ...] = ("", "?", "na", "n/a", "nan", "null", "none", "-")
+# Text values that mean "no value" in exported spreadsheets (#N/A: a failed lookup in Excel
+# or Sheets), database dumps (\N: MySQL, PostgreSQL COPY) and pandas (<NA>).
+MISSING_TOKENS: tuple[str, ...] = (
+    "",
+    "?",
+    "na",
+    "n/a",
+    "#n/a",
+    "nan",
+    "null",
+    "none",
+    "-",
+    "\\n",
+    "<na>",
+)
 
 
 def normalise_header(name: str) -> str:
