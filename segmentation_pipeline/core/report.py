@@ -473,7 +473,8 @@ def input_section(inputs: ReportInputs) -> Section:
     sample = inputs.customers_sample
     total = inputs.run.get("n_customers")
     scope = f"{len(sample):,} customers"
-    if not is_missing(total) and int(total) > len(sample):
+    sampled = not is_missing(total) and int(total) > len(sample)
+    if sampled:
         scope = f"a random sample of {len(sample):,} of {int(total):,} customers"
     return Section(
         "input-exploration",
@@ -481,18 +482,19 @@ def input_section(inputs: ReportInputs) -> Section:
             Paragraph(f"Plots of {scope}."),
             Plot("distributions", "Distributions of age, annual income and spending score."),
             Plot("gender_mix", "Gender mix (values as given in the input)."),
-            gender_table(sample),
+            gender_table(sample, "Customers in the sample" if sampled else "Customers"),
             Plot("input_scatter", "Annual income against spending score, before segmentation."),
         ],
     )
 
 
-def gender_table(sample: pd.DataFrame) -> Table:
-    """The gender mix as text too: values exactly as given in the input (escaped on output)."""
+def gender_table(sample: pd.DataFrame, count_heading: str = "Customers") -> Table:
+    """The gender mix as text too: values exactly as given in the input (escaped on output).
+    Counted on the plotted sample, which the heading says when it is not every customer."""
     counts = gender_counts(sample)
     total = int(counts.sum()) or 1
     rows = [[fmt_text(value), fmt_int(n), fmt_share(n / total)] for value, n in counts.items()]
-    return Table(["Gender (as given)", "Customers", "Share"], rows, frozenset({1, 2}))
+    return Table(["Gender (as given)", count_heading, "Share"], rows, frozenset({1, 2}))
 
 
 def candidates_table(candidates: pd.DataFrame) -> Table:
