@@ -12,7 +12,7 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -113,7 +113,7 @@ def run_segmentation_job(
         warehouse=warehouse,
     )
     if published:
-        outcome.summary = published_summary(warehouse, result.run_id)
+        outcome.summary = published_summary(warehouse, result.run_id, _warnings(result))
     if not result.success:
         outcome.problems = _problems(result)
         outcome.interrupted = any(p.endswith(f": {INTERRUPTED}") for p in outcome.problems)
@@ -232,6 +232,16 @@ def _problems(result: object) -> list[str]:
     return problems or ["the run failed; see the run's logs in the Dagster UI"]
 
 
+def _warnings(result: object) -> list[str]:
+    """The drift checks that warned: they publish all the same, so the summary repeats them
+    (in the log they scroll past above it)."""
+    return [
+        f"{evaluation.check_name}: {evaluation.description}"
+        for evaluation in result.get_asset_check_evaluations()  # type: ignore[attr-defined]
+        if not evaluation.passed and getattr(evaluation.severity, "value", "ERROR") == "WARN"
+    ]
+
+
 def _error_text(error: object) -> str:
     """An error's message for users: our own errors (worded for users) as they are, others
     with their class name but not the module path."""
@@ -257,15 +267,16 @@ def _holds_run(warehouse: Path, run_id: str) -> bool:
         return False
 
 
-def published_summary(warehouse: Path, run_id: str) -> str:
+def published_summary(warehouse: Path, run_id: str, warnings: Sequence[str] = ()) -> str:
     """What the run published, read back from the warehouse the way an analyst would."""
+    from segmentation_pipeline.core.selection import UNSTABLE_CHOICE
     from segmentation_pipeline.core.warehouse import Warehouse
 
     con = Warehouse(warehouse).connect_read_only()
     try:
         run = con.execute(
             "SELECT r.source, r.n_customers, r.n_rejected, r.algorithm, r.n_segments, "
-            "r.silhouette, r.features, r.ari_vs_previous, r.previous_run_id "
+            "r.silhouette, r.features, r.ari_vs_previous, r.previous_run_id, r.selection_rule "
             "FROM segmentation_runs r "
             "WHERE r.run_id = $run_id",
             {"run_id": run_id},
@@ -277,20 +288,27 @@ def published_summary(warehouse: Path, run_id: str) -> str:
         ).fetchall()
     finally:
         con.close()
-    source, n_customers, n_rejected, algorithm, k, silhouette, features, ari, previous = run
+    source, n_customers, n_rejected, algorithm, k, silhouette, features, ari, previous, rule = run
     if ari is not None:
         agreement = f"  vs previous run: ARI {ari:.3f}"
     elif previous is not None:  # the customer base was replaced
         agreement = f"  vs previous run: no customer in common with run {previous}"
     else:
         agreement = "  first run"
+    caution = []
+    if UNSTABLE_CHOICE in (rule or ""):
+        caution = [
+            "  caution:    no model was stable under resampling: treat these segments as unstable"
+        ]
     report = warehouse.parent / "reports" / f"{run_id}.html"
     lines = [
         f"Published run {run_id}",
         f"  source:     {source}",
         f"  customers:  {n_customers:,} ({counted(n_rejected, 'row')} rejected)",
         f"  model:      {algorithm}, {k} segments on {features} (silhouette {silhouette:.3f})",
+        *caution,
         agreement,
+        *(f"  warning:    {warning}" for warning in warnings),
         "  segments:",
         *(
             f"    {segment_id:>3}  {name:<45} {n:>10,}  {share:6.1%}"

@@ -260,6 +260,38 @@ def test_invalid_settings_are_refused_before_the_run_starts(published, tmp_path)
     assert not warehouse.exists()
 
 
+def test_the_summary_repeats_the_drift_warnings_and_says_when_no_model_was_stable(
+    published, tmp_path, mall_csv
+):
+    """Three customers replacing 200 publish (warnings never stop a run), but the summary
+    said nothing of the warnings, logged far above it, nor that no model was stable."""
+    warehouse = tmp_path / "warehouse.duckdb"
+    shutil.copy(published["warehouse"], warehouse)
+    tiny = tmp_path / "three.csv"
+    tiny.write_text("".join(mall_csv.read_text().splitlines(keepends=True)[:4]))
+
+    done = segmentation(
+        "run",
+        "--source",
+        tiny,
+        "--warehouse",
+        warehouse,
+        env=subprocess_env(DAGSTER_HOME=tmp_path / "home"),
+    )
+
+    assert done.returncode == 0, done.stderr
+    summary = done.stdout.splitlines()
+    assert (
+        "  caution:    no model was stable under resampling: treat these segments as unstable"
+        in summary
+    )
+    assert any(line.startswith("  warning:    assignment_agreement: ") for line in summary)
+    assert any(line.startswith("  warning:    segment_share_shift: ") for line in summary)
+    assert not any(
+        line.startswith(("  caution:", "  warning:")) for line in published["stdout"].splitlines()
+    )
+
+
 def test_failed_run_explains_on_stderr_and_keeps_the_warehouse(published, tmp_path):
     before = file_sha256(published["warehouse"])
     bad = tmp_path / "bad.csv"

@@ -304,6 +304,10 @@ def count_distinct_sorted(sorted_rows: np.ndarray) -> int:
 # --------------------------------------------------------------------------- choice
 
 
+# How a selection rule says that no candidate was stable (the summary looks for it).
+UNSTABLE_CHOICE = "NO candidate reached bootstrap stability"
+
+
 def choose_candidate(
     candidates: list[Candidate],
     stability_threshold: float,
@@ -347,9 +351,9 @@ def _explain(
         )
     else:
         head = (
-            f"{name}: NO candidate reached bootstrap stability {stability_threshold:g} (or all "
-            "had an empty segment), so the highest silhouette over all candidates was taken; "
-            "treat this segmentation as unstable"
+            f"{name}: {UNSTABLE_CHOICE} {stability_threshold:g} (or all had an empty "
+            "segment), so the highest silhouette over all candidates was taken; treat this "
+            "segmentation as unstable"
         )
     detail = f" (silhouette {chosen.silhouette:.3f}, stability {chosen.stability:.3f}"
     if len(ties) > 1:
