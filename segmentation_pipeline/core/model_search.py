@@ -168,19 +168,16 @@ def _search_models(
             candidates.append(candidate)
             centroids_by_candidate[(algorithm, candidate.k)] = centroids
 
-    chosen, stable, rule = choose_candidate(candidates, stability_threshold, tie_tolerance)
+    chosen, _, rule = choose_candidate(candidates, stability_threshold, tie_tolerance)
     candidates = [replace(c, selected=c is chosen) for c in candidates]
     chosen = next(c for c in candidates if c.selected)
 
     centroids = _final_centroids(chosen, centroids_by_candidate, samples.full)
-    final_labels, _, _, _ = assign_nearest(samples.silhouette, centroids)
     return ModelSelection(
         candidates=tuple(candidates),
         chosen=chosen,
         rule=rule,
         centroids=centroids,
-        stable=stable,
-        final_silhouette=silhouette_from_distances(silhouette_distances, final_labels),
         n_rows=len(canonical),
         n_distinct_rows=n_distinct,
         n_selection=len(samples.selection),

@@ -1,14 +1,14 @@
 """Model selection: what a candidate model is, how the winner is chosen, and how customers
 are assigned to its centroids.
 
-The pipeline hands over a reservoir sample of STANDARDISED features (float32, up to a few
-hundred thousand rows) and later assigns every customer to the NEAREST CENTROID in that
-space, whatever algorithm won. So every candidate is summarised as centroids (k-means
-centres, Gaussian-mixture means, Ward cluster means), and every metric is computed on
-nearest-centroid labels: the candidates are judged on the partition that will actually be
-deployed, not on the algorithm's own (e.g. posterior) labels. How the candidates are fitted
-and measured is in ``core/model_search.py``; it holds the scikit-learn and SciPy calls and
-is imported only when a selection runs (see ``select_model``).
+The pipeline hands over a sample of STANDARDISED features (float32, up to a few hundred
+thousand rows, picked by a hash of the id) and later assigns every customer to the NEAREST
+CENTROID in that space, whatever algorithm won. So every candidate is summarised as
+centroids (k-means centres, Gaussian-mixture means, Ward cluster means), and every metric is
+computed on nearest-centroid labels: the candidates are judged on the partition that will
+actually be deployed, not on the algorithm's own (e.g. posterior) labels. How the candidates
+are fitted and measured is in ``core/model_search.py``; it holds the scikit-learn and SciPy
+calls and is imported only when a selection runs (see ``select_model``).
 
 Choice rule:
 
@@ -25,7 +25,7 @@ Choice rule:
    (kmeans, then gmm, then ward: k-means optimises exactly the nearest-centroid objective
    that is deployed, the others only approximate it).
 4. If no candidate is eligible, the same rule runs over all candidates and the result says
-   that the choice is not stable (``ModelSelection.stable`` is False, ``rule`` explains).
+   that the choice is not stable (``rule`` starts its reason with ``UNSTABLE_CHOICE``).
 
 Centroids are returned in a canonical order (lexicographic by rounded coordinates), so label
 switching between runs never changes the output.
@@ -106,17 +106,15 @@ class ModelSelection:
     """The outcome of ``select_model``: every candidate, the chosen one and its centroids.
 
     ``centroids`` (k x d, standardised space, canonical order) is all the pipeline needs to
-    assign customers; the model object itself is never kept. ``final_silhouette`` is the
-    silhouette of nearest-centroid labels of these final centroids on the silhouette sample
-    (for kmeans the final refit may differ slightly from the evaluated candidate).
+    assign customers; the model object itself is never kept. The chosen candidate's
+    metrics are those it was evaluated with (for kmeans the final refit on the whole sample
+    may differ slightly from the evaluated candidate).
     """
 
     candidates: tuple[Candidate, ...]
     chosen: Candidate
     rule: str
     centroids: np.ndarray
-    stable: bool
-    final_silhouette: float
     n_rows: int
     n_distinct_rows: int
     n_selection: int

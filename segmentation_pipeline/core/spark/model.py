@@ -236,25 +236,15 @@ class ModelSearch:
 
     # ---------------------------------------------------------------- choice
 
-    def _final_silhouette(self, centres: np.ndarray) -> float:
-        """MLlib's silhouette of the refined centres' labels on the selection subsample."""
-        labels = assign_nearest(self.selection, centres)[0]
-        if len(np.unique(labels)) < 2:
-            return float("nan")
-        frame = _vector_frame(self.session, self.selection, {"final": labels})
-        return _silhouette(frame, "final")
-
     def _selection(self, candidates: list[Candidate], n_measured: int) -> ModelSelection:
-        chosen, stable, rule = choose_candidate(
+        chosen, _, rule = choose_candidate(
             candidates, self.stability_threshold, self.tie_tolerance, SPARK_SIMPLICITY
         )
         candidates = [replace(c, selected=c is chosen) for c in candidates]
         chosen = next(c for c in candidates if c.selected)
         centres = self.fitted[(chosen.algorithm, chosen.k)]
-        final_silhouette = chosen.silhouette
         if chosen.algorithm == "kmeans":
             centres = refine_kmeans_centres(centres, self.data)
-            final_silhouette = self._final_silhouette(centres)
         rule += (
             f"; Spark MLlib, stability measured for {n_measured} of {len(candidates)} "
             "candidates, in order of silhouette until the choice was settled"
@@ -264,8 +254,6 @@ class ModelSearch:
             chosen=chosen,
             rule=rule,
             centroids=np.ascontiguousarray(centres[canonical_order(centres)]),
-            stable=stable,
-            final_silhouette=final_silhouette,
             n_rows=len(self.data),
             n_distinct_rows=self.n_distinct,
             n_selection=len(self.selection),
