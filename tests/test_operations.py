@@ -20,6 +20,7 @@ import duckdb
 import pytest
 
 from segmentation_pipeline.core import drift, locations
+from segmentation_pipeline.core.report_inputs import drift_against
 from segmentation_pipeline.definitions import defs
 from segmentation_pipeline.defs import schedules
 from segmentation_pipeline.defs.assets.profiles import segment_profiles
@@ -481,6 +482,50 @@ def test_second_run_on_shifted_data_warns_but_still_publishes(second_run):
     finally:
         con.close()
     assert runs == [(2,)]  # published despite the warnings
+
+
+def test_a_kept_segments_movement_is_one_number_in_this_runs_standard_deviations(second_run):
+    """The id rule, the centroid check and the report's drift table measure one movement on
+    one scale, this run's standard deviations: a segment that kept its id moved less than
+    segment_match_distance (1), and the check and the report show the same figure (the check
+    divided by the previous run's deviations: 1.016 in the warning, 0.84 in the report)."""
+    warehouse, result = second_run
+    metadata = _drift_evaluations(result)[CENTROID_MOVEMENT].metadata
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        now, before = (
+            r[0]
+            for r in con.execute(
+                "SELECT run_id FROM segmentation_runs ORDER BY finished_at DESC"
+            ).fetchall()
+        )
+        report = drift_against(con, now, before).dropna(subset=["centroid_shift"])
+        centroids: dict[str, dict[int, dict[str, float]]] = {now: {}, before: {}}
+        for run, segment, feature, value in con.execute(
+            "SELECT run_id, segment_id, feature, centroid FROM segment_centroids"
+        ).fetchall():
+            centroids[run].setdefault(segment, {})[feature] = value
+        stds: dict[str, dict[str, float]] = {now: {}, before: {}}
+        for run, feature, std in con.execute(
+            "SELECT run_id, feature, std FROM feature_scaling"
+        ).fetchall():
+            stds[run][feature] = std
+    finally:
+        con.close()
+
+    assert stds[now] != stds[before]  # the shifted file changed the spreads: scales differ
+    kept = sorted(set(centroids[now]) & set(centroids[before]))
+    assert kept and report["segment_id"].tolist() == kept
+    for segment, shift in zip(report["segment_id"], report["centroid_shift"], strict=True):
+        by_hand = math.sqrt(
+            sum(
+                ((centroids[now][segment][f] - centroids[before][segment][f]) / stds[now][f]) ** 2
+                for f in stds[now]
+            )
+        )
+        assert shift == pytest.approx(by_hand, rel=1e-12)
+        assert metadata[f"shift_segment_{segment}"].value == pytest.approx(shift, abs=1e-6)
+        assert shift < 1.0  # kept its id: closer than segment_match_distance
 
 
 def test_drift_checks_run_alone_compare_the_published_runs(second_run):

@@ -11,6 +11,13 @@ standardises the previous run's original-unit centroids with the current scaling
 distance threshold means the same thing every night. A matched pair farther apart than
 ``max_distance`` is treated as a different segment: the old id retires and the new segment
 gets a fresh one, rather than silently giving an old name to a different group of customers.
+
+The distance between a new centroid and the previous one whose id it takes is the movement
+`drift.centroid_shifts` reports for that segment (the same Euclidean distance in the current
+run's standard deviations, there computed from the original-unit centroids), which is what
+the `segment_centroid_movement` check and the report show: a segment that kept its id moved
+less than ``max_distance`` by all three. The matching itself needs every new-to-previous
+distance (not only those of one id), so it computes them here on the standardised matrices.
 """
 
 from __future__ import annotations

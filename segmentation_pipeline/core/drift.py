@@ -7,7 +7,8 @@ base is news for the analysts, not a reason to withhold the new results):
   stable segment ids. A segment that appears or disappears counts with a floor share, so it
   shows up as a large shift.
 - **centroid movement**: for each segment present in both runs, how far its centroid moved,
-  in standard deviations of the previous run's features; the largest movement is compared.
+  in standard deviations of this (the current) run's features; the largest movement is
+  compared. `centroid_shifts` is the one definition: the report's drift table uses it too.
 - **assignment agreement**: the adjusted Rand index of the customers in both runs (recorded
   by the run as `ari_vs_previous`).
 - **silhouette drop**: how much cluster separation the new model lost.
@@ -85,9 +86,13 @@ def centroid_shifts(
 ) -> dict[int, float]:
     """Euclidean distance each shared segment's centroid moved, in standard deviations.
 
-    Each feature's difference is divided by its standard deviation in `stds` (the previous
-    run's, the reference), so income in k$ and a 1-100 score weigh alike. Only segments and
-    features present in both runs (and with a positive standard deviation) are compared.
+    Each feature's difference is divided by its standard deviation in `stds`, so income in
+    k$ and a 1-100 score weigh alike. Callers pass the CURRENT run's standard deviations:
+    that is the scale the stable ids are matched on (core/alignment.py standardises both
+    runs' centroids with the current scaling), so a segment that kept its id always shows a
+    movement below `segment_match_distance`, and the drift check, the report and the id
+    rule give one number for one movement. Only segments and features present in both runs
+    (and with a positive standard deviation) are compared.
     """
     shifts: dict[int, float] = {}
     for segment in sorted(set(previous) & set(current)):
@@ -129,10 +134,11 @@ def share_shift(previous: RunSnapshot | None, current: RunSnapshot, max_psi: flo
 def centroid_movement(
     previous: RunSnapshot | None, current: RunSnapshot, max_shift: float
 ) -> DriftOutcome:
-    """Warn when a segment's centroid moved more than `max_shift` standard deviations."""
+    """Warn when a segment's centroid moved more than `max_shift` standard deviations (of
+    this run's features, see `centroid_shifts`)."""
     if previous is None:
         return DriftOutcome(True, FIRST_RUN, {"max_shift_std": max_shift})
-    shifts = centroid_shifts(previous.centroids, current.centroids, previous.stds)
+    shifts = centroid_shifts(previous.centroids, current.centroids, current.stds)
     metadata: dict[str, float | int | str] = {
         "max_shift_std": max_shift,
         "previous_run_id": previous.run_id,
@@ -224,24 +230,45 @@ def load_snapshot(con: duckdb.DuckDBPyConnection, run_id: str) -> RunSnapshot | 
         "SELECT segment_id, share FROM segment_profiles WHERE run_id = $run_id",
         {"run_id": run_id},
     ).fetchall()
-    centroids: dict[int, dict[str, float]] = {}
-    for segment, feature, value in con.execute(
-        "SELECT segment_id, feature, centroid FROM segment_centroids WHERE run_id = $run_id",
-        {"run_id": run_id},
-    ).fetchall():
-        centroids.setdefault(int(segment), {})[feature] = float(value)
-    stds = con.execute(
-        "SELECT feature, std FROM feature_scaling WHERE run_id = $run_id",
-        {"run_id": run_id},
-    ).fetchall()
     return RunSnapshot(
         run_id=run_id,
         previous_run_id=run[0],
         silhouette=_float_or_none(run[1]),
         ari_vs_previous=_float_or_none(run[2]),
         shares={int(s): float(v) for s, v in shares},
-        centroids=centroids,
-        stds={f: float(v) for f, v in stds},
+        centroids=load_centroids(con, run_id),
+        stds=load_stds(con, run_id),
+    )
+
+
+def load_centroids(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[int, dict[str, float]]:
+    """One run's centroids in original units, per segment and feature."""
+    centroids: dict[int, dict[str, float]] = {}
+    for segment, feature, value in con.execute(
+        "SELECT segment_id, feature, centroid FROM segment_centroids WHERE run_id = $run_id",
+        {"run_id": run_id},
+    ).fetchall():
+        centroids.setdefault(int(segment), {})[feature] = float(value)
+    return centroids
+
+
+def load_stds(con: duckdb.DuckDBPyConnection, run_id: str) -> dict[str, float]:
+    """One run's feature standard deviations (the scale of its model)."""
+    rows = con.execute(
+        "SELECT feature, std FROM feature_scaling WHERE run_id = $run_id",
+        {"run_id": run_id},
+    ).fetchall()
+    return {f: float(v) for f, v in rows}
+
+
+def run_centroid_shifts(
+    con: duckdb.DuckDBPyConnection, run_id: str, previous_run_id: str
+) -> dict[int, float]:
+    """`centroid_shifts` of ``run_id`` against ``previous_run_id``, read from the warehouse."""
+    return centroid_shifts(
+        load_centroids(con, previous_run_id),
+        load_centroids(con, run_id),
+        load_stds(con, run_id),
     )
 
 

@@ -7,12 +7,15 @@ id), so the same run always renders the same report.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 import duckdb
 import pandas as pd
+
+from segmentation_pipeline.core import drift
 
 REPORT_SAMPLE = 5_000
 
@@ -97,26 +100,26 @@ def load_report_inputs(
 
 def drift_against(con: duckdb.DuckDBPyConnection, run_id: str, previous: str) -> pd.DataFrame:
     """Per segment of this run or the previous one: share before and now, how far its
-    centroid moved (in this run's standard deviations; NaN for a segment that is new or
-    gone) and its previous name (for a segment that is gone, the only name it has)."""
-    return con.execute(
+    centroid moved (NaN for a segment that is new or gone) and its previous name (for a
+    segment that is gone, the only name it has).
+
+    The movement is `drift.run_centroid_shifts`, the number the `segment_centroid_movement`
+    check reports (in this run's standard deviations), so the report and the warning next
+    to it agree.
+    """
+    frame = con.execute(
         """
         WITH now AS (SELECT segment_id, share FROM segment_profiles WHERE run_id = $run_id),
              before AS (
                 SELECT segment_id, share, segment_name FROM segment_profiles
-                WHERE run_id = $previous),
-             moved AS (
-                SELECT c.segment_id, sqrt(sum(pow((c.centroid - p.centroid) / s.std, 2))) AS shift
-                FROM segment_centroids c
-                JOIN segment_centroids p
-                  ON p.run_id = $previous AND p.segment_id = c.segment_id
-                 AND p.feature = c.feature
-                JOIN feature_scaling s ON s.run_id = c.run_id AND s.feature = c.feature
-                WHERE c.run_id = $run_id GROUP BY c.segment_id)
+                WHERE run_id = $previous)
         SELECT segment_id, before.share AS previous_share, now.share,
-               moved.shift AS centroid_shift, before.segment_name AS previous_name
-        FROM now FULL JOIN before USING (segment_id) LEFT JOIN moved USING (segment_id)
+               before.segment_name AS previous_name
+        FROM now FULL JOIN before USING (segment_id)
         ORDER BY segment_id
         """,
         {"run_id": run_id, "previous": previous},
     ).df()
+    shifts = drift.run_centroid_shifts(con, run_id, previous)
+    frame.insert(3, "centroid_shift", [shifts.get(int(s), math.nan) for s in frame.segment_id])
+    return frame

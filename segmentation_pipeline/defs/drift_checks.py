@@ -37,7 +37,8 @@ _SPECS = [
     dg.AssetCheckSpec(
         CENTROID_MOVEMENT,
         asset=segment_profiles,
-        description="Largest movement of a kept segment's centre, in standard deviations.",
+        description="Largest movement of a kept segment's centre, in this run's standard "
+        "deviations (the scale of the stable ids).",
     ),
     dg.AssetCheckSpec(
         ASSIGNMENT_AGREEMENT,
