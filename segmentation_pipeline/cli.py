@@ -67,7 +67,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--features",
-        help="comma-separated clustering features (default age,annual_income,spending_score)",
+        help="comma-separated clustering features, in any order (used in the order "
+        "age,annual_income,spending_score,gender; default age,annual_income,spending_score)",
     )
     run.add_argument("--k-min", type=int, help="smallest number of segments tried (default 2)")
     run.add_argument("--k-max", type=int, help="largest number of segments tried (default 10)")

@@ -6,7 +6,12 @@ import duckdb
 import numpy as np
 import pytest
 
-from segmentation_pipeline.core.features import FeatureScaling, compute_scaling, sample_features
+from segmentation_pipeline.core.features import (
+    FeatureScaling,
+    compute_scaling,
+    parse_features,
+    sample_features,
+)
 
 FEATURES = ["age", "annual_income", "spending_score"]
 
@@ -73,3 +78,16 @@ def test_small_tables_are_sampled_whole_in_id_order() -> None:
     np.testing.assert_array_equal(
         sample, np.column_stack([ordered[f] for f in FEATURES]).astype(np.float32)
     )
+
+
+def test_features_are_parsed_into_the_canonical_order():
+    """Whatever order they are listed in, features come back in FEATURE_COLUMNS order, so
+    one set of features is one model."""
+    assert parse_features("spending_score, age,annual_income") == tuple(FEATURES)
+    assert parse_features(["gender", "spending_score", "age"]) == (
+        "age",
+        "spending_score",
+        "gender",
+    )
+    with pytest.raises(ValueError, match="unknown feature"):
+        parse_features("income,age")

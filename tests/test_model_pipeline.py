@@ -162,6 +162,23 @@ def test_shuffled_rows_give_the_same_segments_and_ids(tmp_path, mall_csv, mall_r
     assert assignments(fresh) == assignments(mall_run)
 
 
+def test_the_same_features_in_another_order_give_the_same_published_result(tmp_path, mall_csv):
+    """One set of features is one configuration: listed in another order, the features are
+    used in the canonical order, so the model, the segments and the recorded features are
+    the default's (before, 'spending_score,age,annual_income' gave silhouette 0.427 against
+    0.429, and 3 customers in another segment)."""
+    default = tmp_path / "default" / "warehouse.duckdb"
+    reordered = tmp_path / "reordered" / "warehouse.duckdb"
+    assert materialize(mall_csv, default).success
+    assert materialize(
+        mall_csv, reordered, features=["spending_score", "age", "annual_income"]
+    ).success
+
+    assert assignments(reordered) == assignments(default)
+    assert latest_run(reordered).silhouette == latest_run(default).silhouette
+    assert latest_run(reordered).features == "age,annual_income,spending_score"
+
+
 def test_refresh_with_ten_percent_new_customers_keeps_ids_and_counts_movers(tmp_path):
     base = write_customers_csv(tmp_path / "base.csv", rows=1000, seed=1)
     warehouse = tmp_path / "wh" / "warehouse.duckdb"

@@ -52,7 +52,14 @@ class FeatureScaling:
 
 
 def parse_features(features: Sequence[str] | str) -> tuple[str, ...]:
-    """Validate a feature list ('age,annual_income' or a sequence); clear error otherwise."""
+    """Validate a feature list ('age,annual_income' or a sequence); clear error otherwise.
+
+    The features come back in one canonical order, that of FEATURE_COLUMNS, whatever the
+    order given: the columns' order changes the model's arithmetic (k-means++ and the
+    sample's float sums), so 'spending_score,age,annual_income' gave another silhouette and
+    moved 3 customers against the default order on the same file. One set of features is
+    one configuration, with one published result, recorded in that order.
+    """
     names = (
         [f.strip() for f in features.split(",")] if isinstance(features, str) else list(features)
     )
@@ -66,7 +73,7 @@ def parse_features(features: Sequence[str] | str) -> tuple[str, ...]:
         )
     if len(set(names)) != len(names):
         raise ValueError(f"feature listed twice in {', '.join(names)}")
-    return tuple(names)
+    return tuple(sorted(names, key=FEATURE_COLUMNS.index))
 
 
 def compute_scaling(con: duckdb.DuckDBPyConnection, features: Sequence[str]) -> FeatureScaling:

@@ -105,7 +105,9 @@ class SegmentationSettings(dg.ConfigurableResource):
     )
     features: list[str] = Field(
         default=list(DEFAULT_FEATURES),
-        description="Clustering features: any of age, annual_income, spending_score, gender.",
+        description="Clustering features: any of age, annual_income, spending_score, gender, "
+        "in any order: customer_features puts them in that order (core/features.py "
+        "parse_features, the only reader), so one set of features gives one result.",
     )
     k_min: int = Field(default=2, ge=2, description="Smallest number of segments tried.")
     k_max: int = Field(default=10, ge=2, description="Largest number of segments tried.")
