@@ -360,6 +360,7 @@ def _snapshot(run_id: str, **fields) -> drift.RunSnapshot:
         "shares": {1: 0.5, 2: 0.5},
         "centroids": {1: {"x": 0.0}, 2: {"x": 10.0}},
         "stds": {"x": 2.0},
+        "features": ("x",),
         **fields,
     }
     return drift.RunSnapshot(run_id=run_id, **values)
@@ -401,6 +402,43 @@ def test_thresholds_decide_each_signal():
     assert not drop.passed and drop.metadata["drop"] == pytest.approx(0.1)
     assert drift.silhouette_drop(before, after, 0.15).passed
     assert drift.silhouette_drop(after, before, 0.0).passed  # an improvement never warns
+
+
+def test_a_feature_change_leaves_centres_and_silhouette_uncompared_but_judges_customers():
+    """Models on other features have centres and silhouettes that do not compare (a
+    2-feature silhouette of 0.555 'fell' to 0.429 with 3 features): those checks pass and
+    say why; the share shift and the agreement still judge the customers' segments."""
+    before = _snapshot("r1", features=("y", "x"), stds={"y": 1.0, "x": 2.0})
+    after = _snapshot(
+        "r2",
+        previous_run_id="r1",
+        silhouette=0.1,
+        ari_vs_previous=0.5,
+        shares={3: 0.5, 4: 0.5},
+        centroids={1: {"x": 9.0}, 2: {"x": 10.0}},
+    )
+    changed = "features changed (y,x -> x)"
+
+    for outcome in (
+        drift.centroid_movement(before, after, 0.5),
+        drift.silhouette_drop(before, after, 0.05),
+    ):
+        assert outcome.passed
+        assert outcome.description.startswith(f"{changed} since run r1")
+        assert "not comparable" in outcome.description
+        assert outcome.metadata["previous_features"] == "y,x"
+    for outcome in (
+        drift.share_shift(before, after, 0.2),
+        drift.assignment_agreement(before, after, 0.8),
+    ):
+        assert not outcome.passed
+        assert changed in outcome.description
+        assert outcome.metadata["features"] == "x"
+    # the same set in another order (recorded before features had one order) compares
+    reordered = _snapshot("r1", features=("x", "y"), silhouette=0.5)
+    same_set = _snapshot("r2", previous_run_id="r1", features=("y", "x"), silhouette=0.1)
+    assert drift.features_changed(reordered, same_set) is None
+    assert not drift.silhouette_drop(reordered, same_set, 0.05).passed
 
 
 def test_no_shared_customers_is_a_warning_not_a_crash():
@@ -552,6 +590,28 @@ def test_drift_checks_run_alone_compare_the_published_runs(second_run):
     assert alone == {n: e.passed for n, e in _drift_evaluations(full).items()}
     assert file_sha256(warehouse) == before
     assert not list(warehouse.parent.glob(".warehouse.duckdb.work/*"))
+
+
+def test_a_feature_change_is_named_instead_of_a_silhouette_drop(tmp_path, mall_csv):
+    """2 features (silhouette 0.555), then the default 3 (0.429) on the same file: the
+    silhouette and centre checks pass saying the features changed (before, silhouette_drop
+    warned of a fall); the share shift warns that every segment is new, and says why."""
+    warehouse = tmp_path / "warehouse.duckdb"
+    two = {"source_csv": str(mall_csv), "features": ["annual_income", "spending_score"]}
+    instance = dg.DagsterInstance.ephemeral()
+    assert _run_job(instance, mall_csv, warehouse, settings=two).success
+
+    result = _run_job(instance, mall_csv, warehouse)
+
+    assert result.success
+    evaluations = _drift_evaluations(result)
+    changed = "features changed (annual_income,spending_score -> age,annual_income,spending_score)"
+    for name in (SILHOUETTE_DROP, CENTROID_MOVEMENT):
+        assert evaluations[name].passed, evaluations[name].description
+        assert evaluations[name].description.startswith(changed)
+    assert not evaluations[SHARE_SHIFT].passed
+    assert changed in evaluations[SHARE_SHIFT].description
+    assert changed in evaluations[ASSIGNMENT_AGREEMENT].description
 
 
 def test_drift_thresholds_are_configurable(first_run, mall_csv, tmp_path):

@@ -13,6 +13,12 @@ base is news for the analysts, not a reason to withhold the new results):
   by the run as `ari_vs_previous`).
 - **silhouette drop**: how much cluster separation the new model lost.
 
+Centroids and silhouettes only compare between models of the same features: when the
+features changed, the centroid and silhouette checks pass with a description saying so (as
+on a first run). The share shift and the assignment agreement compare which customers are
+in which segment, which a feature change does change, so they still judge it and name the
+change (no segment keeps its id across it: the stable ids only match the same features).
+
 The functions here are pure (numbers in, verdicts out) except `load_snapshot`, which reads
 one run's figures from the warehouse with plain SQL.
 """
@@ -47,6 +53,7 @@ class RunSnapshot:
     shares: Mapping[int, float]
     centroids: Mapping[int, Mapping[str, float]]  # original units, per segment and feature
     stds: Mapping[str, float]  # the run's feature standard deviations
+    features: tuple[str, ...]  # as recorded in segmentation_runs.features
 
 
 @dataclass(frozen=True)
@@ -56,6 +63,15 @@ class DriftOutcome:
     passed: bool
     description: str
     metadata: dict[str, float | int | str] = field(default_factory=dict)
+
+
+def features_changed(previous: RunSnapshot, current: RunSnapshot) -> str | None:
+    """'features changed (old -> new)' when the runs clustered different sets of features,
+    else None. Compared as sets: runs recorded before features were put in one order list
+    the same set in another order, and their models do compare."""
+    if set(previous.features) == set(current.features):
+        return None
+    return f"features changed ({','.join(previous.features)} -> {','.join(current.features)})"
 
 
 def population_stability_index(
@@ -124,6 +140,9 @@ def share_shift(previous: RunSnapshot | None, current: RunSnapshot, max_psi: flo
         detail += f"; largest change: segment {biggest} {_share_change(previous, current, biggest)}"
     if added or retired:
         detail += f"; new segment(s): {_ids(added)}; retired: {_ids(retired)}"
+    changed = _note_feature_change(previous, current, metadata)
+    if changed:
+        detail += f"; {changed}, so no segment kept its id"
     if psi > max_psi:
         return DriftOutcome(
             False, f"segment shares shifted: {detail} (limit {max_psi:g})", metadata
@@ -138,6 +157,9 @@ def centroid_movement(
     this run's features, see `centroid_shifts`)."""
     if previous is None:
         return DriftOutcome(True, FIRST_RUN, {"max_shift_std": max_shift})
+    not_comparable = _not_comparable(previous, current, "centres", {"max_shift_std": max_shift})
+    if not_comparable is not None:
+        return not_comparable
     shifts = centroid_shifts(previous.centroids, current.centroids, current.stds)
     metadata: dict[str, float | int | str] = {
         "max_shift_std": max_shift,
@@ -173,6 +195,7 @@ def assignment_agreement(
         "min_ari": min_ari,
         "previous_run_id": previous.run_id,
     }
+    changed = _note_feature_change(previous, current, metadata)
     ari = current.ari_vs_previous
     if ari is None:
         return DriftOutcome(
@@ -183,6 +206,8 @@ def assignment_agreement(
         )
     metadata["ari"] = round(ari, 6)
     detail = f"adjusted Rand index {ari:.3f} vs run {previous.run_id} (minimum {min_ari:g})"
+    if changed:
+        detail += f"; {changed}"
     if ari < min_ari:
         return DriftOutcome(False, f"customers were regrouped: {detail}", metadata)
     return DriftOutcome(True, f"customers kept their groups: {detail}", metadata)
@@ -194,6 +219,9 @@ def silhouette_drop(
     """Warn when the silhouette fell by more than `max_drop` (absolute) since the last run."""
     if previous is None:
         return DriftOutcome(True, FIRST_RUN, {"max_drop": max_drop})
+    not_comparable = _not_comparable(previous, current, "silhouettes", {"max_drop": max_drop})
+    if not_comparable is not None:
+        return not_comparable
     metadata: dict[str, float | int | str] = {
         "max_drop": max_drop,
         "previous_run_id": previous.run_id,
@@ -220,7 +248,7 @@ def silhouette_drop(
 def load_snapshot(con: duckdb.DuckDBPyConnection, run_id: str) -> RunSnapshot | None:
     """One run's drift figures from the warehouse tables, or None if the run is not there."""
     run = con.execute(
-        "SELECT previous_run_id, silhouette, ari_vs_previous FROM segmentation_runs "
+        "SELECT previous_run_id, silhouette, ari_vs_previous, features FROM segmentation_runs "
         "WHERE run_id = $run_id",
         {"run_id": run_id},
     ).fetchone()
@@ -230,6 +258,7 @@ def load_snapshot(con: duckdb.DuckDBPyConnection, run_id: str) -> RunSnapshot | 
         "SELECT segment_id, share FROM segment_profiles WHERE run_id = $run_id",
         {"run_id": run_id},
     ).fetchall()
+    stds = load_stds(con, run_id)
     return RunSnapshot(
         run_id=run_id,
         previous_run_id=run[0],
@@ -237,7 +266,8 @@ def load_snapshot(con: duckdb.DuckDBPyConnection, run_id: str) -> RunSnapshot | 
         ari_vs_previous=_float_or_none(run[2]),
         shares={int(s): float(v) for s, v in shares},
         centroids=load_centroids(con, run_id),
-        stds=load_stds(con, run_id),
+        stds=stds,
+        features=tuple(str(run[3]).split(",")) if run[3] else tuple(stds),
     )
 
 
@@ -278,6 +308,38 @@ def latest_run_id(con: duckdb.DuckDBPyConnection) -> str | None:
         "SELECT run_id FROM segmentation_runs ORDER BY finished_at DESC, run_id LIMIT 1"
     ).fetchone()
     return row[0] if row else None
+
+
+def _note_feature_change(
+    previous: RunSnapshot, current: RunSnapshot, metadata: dict[str, float | int | str]
+) -> str | None:
+    """The feature change between the runs, if any, also put in ``metadata``."""
+    changed = features_changed(previous, current)
+    if changed:
+        metadata.update(
+            previous_features=",".join(previous.features), features=",".join(current.features)
+        )
+    return changed
+
+
+def _not_comparable(
+    previous: RunSnapshot,
+    current: RunSnapshot,
+    what: str,
+    metadata: dict[str, float | int | str],
+) -> DriftOutcome | None:
+    """A pass saying why, when the two models were fitted on different features: their
+    ``what`` (centres, silhouettes) do not compare, as on a first run."""
+    metadata = {**metadata, "previous_run_id": previous.run_id}
+    changed = _note_feature_change(previous, current, metadata)
+    if changed is None:
+        return None
+    return DriftOutcome(
+        True,
+        f"{changed} since run {previous.run_id}: {what} of models on different features "
+        "are not comparable, nothing to compare",
+        metadata,
+    )
 
 
 def _float_or_none(value: object) -> float | None:
