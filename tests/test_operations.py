@@ -361,6 +361,7 @@ def _snapshot(run_id: str, **fields) -> drift.RunSnapshot:
         "centroids": {1: {"x": 0.0}, 2: {"x": 10.0}},
         "stds": {"x": 2.0},
         "features": ("x",),
+        "engine": "local",
         **fields,
     }
     return drift.RunSnapshot(run_id=run_id, **values)
@@ -439,6 +440,17 @@ def test_a_feature_change_leaves_centres_and_silhouette_uncompared_but_judges_cu
     same_set = _snapshot("r2", previous_run_id="r1", features=("y", "x"), silhouette=0.1)
     assert drift.features_changed(reordered, same_set) is None
     assert not drift.silhouette_drop(reordered, same_set, 0.05).passed
+
+
+def test_silhouettes_of_different_engines_are_not_compared():
+    """Spark's silhouette uses squared distances (0.741 against 0.555 on one model)."""
+    spark = _snapshot("r1", silhouette=0.741, engine="spark")
+    local = _snapshot("r2", previous_run_id="r1", silhouette=0.555, engine="local")
+    outcome = drift.silhouette_drop(spark, local, 0.05)
+    assert outcome.passed
+    assert outcome.description.startswith("engine changed (spark -> local) since run r1")
+    same_engine = _snapshot("r2", previous_run_id="r1", silhouette=0.555, engine="spark")
+    assert not drift.silhouette_drop(spark, same_engine, 0.05).passed
 
 
 def test_no_shared_customers_is_a_warning_not_a_crash():

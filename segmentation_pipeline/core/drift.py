@@ -18,6 +18,8 @@ features changed, the centroid and silhouette checks pass with a description say
 on a first run). The share shift and the assignment agreement compare which customers are
 in which segment, which a feature change does change, so they still judge it and name the
 change (no segment keeps its id across it: the stable ids only match the same features).
+Silhouettes also compare only within one engine (MLlib's uses squared distances), so the
+silhouette check passes, saying so, when the engine changed.
 
 The functions here are pure (numbers in, verdicts out) except `load_snapshot`, which reads
 one run's figures from the warehouse with plain SQL.
@@ -54,6 +56,7 @@ class RunSnapshot:
     centroids: Mapping[int, Mapping[str, float]]  # original units, per segment and feature
     stds: Mapping[str, float]  # the run's feature standard deviations
     features: tuple[str, ...]  # as recorded in segmentation_runs.features
+    engine: str | None  # local or spark; their silhouettes differ (MLlib's: squared distances)
 
 
 @dataclass(frozen=True)
@@ -222,6 +225,14 @@ def silhouette_drop(
     not_comparable = _not_comparable(previous, current, "silhouettes", {"max_drop": max_drop})
     if not_comparable is not None:
         return not_comparable
+    if previous.engine and current.engine and previous.engine != current.engine:
+        return DriftOutcome(
+            True,
+            f"engine changed ({previous.engine} -> {current.engine}) since run "
+            f"{previous.run_id}: silhouettes of different engines are not comparable "
+            "(Spark's uses squared distances), nothing to compare",
+            {"max_drop": max_drop, "previous_run_id": previous.run_id},
+        )
     metadata: dict[str, float | int | str] = {
         "max_drop": max_drop,
         "previous_run_id": previous.run_id,
@@ -248,8 +259,8 @@ def silhouette_drop(
 def load_snapshot(con: duckdb.DuckDBPyConnection, run_id: str) -> RunSnapshot | None:
     """One run's drift figures from the warehouse tables, or None if the run is not there."""
     run = con.execute(
-        "SELECT previous_run_id, silhouette, ari_vs_previous, features FROM segmentation_runs "
-        "WHERE run_id = $run_id",
+        "SELECT previous_run_id, silhouette, ari_vs_previous, features, engine "
+        "FROM segmentation_runs WHERE run_id = $run_id",
         {"run_id": run_id},
     ).fetchone()
     if run is None:
@@ -268,6 +279,7 @@ def load_snapshot(con: duckdb.DuckDBPyConnection, run_id: str) -> RunSnapshot | 
         centroids=load_centroids(con, run_id),
         stds=stds,
         features=tuple(str(run[3]).split(",")) if run[3] else tuple(stds),
+        engine=run[4],
     )
 
 
