@@ -207,6 +207,40 @@ def test_a_blank_line_inside_a_quoted_value_is_not_counted_twice(con, write_csv)
     assert [(r[0], r[1]) for r in rejected(con)] == [(6, "age")]
 
 
+# Files whose physical lines differ from DuckDB's records, each with the line of its bad row.
+LINES_AFTER_QUOTES = [
+    pytest.param('0001,"Fe\nmale",19,15,39\n0002,Male,200,15,81', 4, id="no-final-newline"),
+    pytest.param(
+        '0001,"Fe\n\nmale",19,15,39\n0002,Male,200,15,81', 5, id="blank-inside-quotes-no-newline"
+    ),
+]
+
+
+def with_header(rows: str) -> str:
+    """The Kaggle header (after a BOM) and ``rows``, with the rows' line breaks."""
+    newline = "\r\n" if "\r\n" in rows else "\n"
+    return f"\ufeff{KAGGLE_HEADER}{newline}{rows}"
+
+
+@pytest.mark.parametrize(("rows", "line"), LINES_AFTER_QUOTES)
+def test_rejected_rows_name_their_line_after_quoted_line_breaks_and_stray_quotes(
+    con, write_csv, rows, line
+):
+    stage_customers(con, write_csv(with_header(rows)), "run-1")
+    assert [(r[0], r[1], r[2]) for r in rejected(con)] == [(line, "age", "200")]
+
+
+@pytest.mark.parametrize(("rows", "line"), LINES_AFTER_QUOTES)
+def test_a_broken_row_names_its_line_after_quoted_line_breaks_and_stray_quotes(
+    con, write_csv, rows, line
+):
+    """The row with a bad value, given one field too few, fails the whole file instead."""
+    path = write_csv(with_header(rows.replace(",200,15,81", ",200,15")))
+    with pytest.raises(InputError, match="Expected Number of Columns: 5 Found: 4") as error:
+        stage_customers(con, path, "run-1")
+    assert error.value.line == line
+
+
 def test_rejects_of_earlier_runs_are_kept_as_history(con, write_csv):
     path = write_csv(f"{KAGGLE_HEADER}\n{GOOD_ROWS}0009,Male,abc,40,50\n")
     stage_customers(con, path, "run-1")

@@ -369,14 +369,17 @@ def _add_line_numbers(con: duckdb.DuckDBPyConnection, source: Path, n_rows: int)
 
     Row i (0-based) starts on line i + 2 (after the header), moved down by every blank
     line DuckDB skipped before it; when quoted fields hold newlines, the file is walked for
-    the rows' starting lines instead.
+    the rows' starting lines instead. They do exactly when the file has more lines than the
+    header, the rows and the blank lines: a quoted value over k line breaks adds k lines and
+    at most k - 1 blank ones (its first and last lines hold its quotes), so one such value
+    is enough to tell, whether or not the last line ends with a line break.
     """
     con.execute("ALTER TABLE _rejects ADD COLUMN line_number BIGINT")
     if _scalar(con, "SELECT count(*) FROM _rejects") == 0:
         return
     con.execute("UPDATE _rejects SET line_number = row_index + 2")
     layout = scan_line_layout(source)
-    if layout.newline_count > n_rows + 1 + len(layout.blank_lines):
+    if layout.line_count > n_rows + 1 + len(layout.blank_lines):
         # Quoted values span lines (rare): walk the file for where the rejected rows start.
         rows = [r for (r,) in con.execute("SELECT DISTINCT row_index FROM _rejects").fetchall()]
         starts = record_start_lines(source, rows)

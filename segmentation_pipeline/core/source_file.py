@@ -46,9 +46,13 @@ class SourceDigest:
 
 @dataclass(frozen=True)
 class LineLayout:
-    """Where the file's lines are: how many line breaks, and which lines are blank."""
+    """Where the file's lines are: how many, and which are blank.
 
-    newline_count: int
+    ``line_count`` counts a last line without a line break (exports often end so): compared
+    with the records, it tells whether quoted values hold line breaks.
+    """
+
+    line_count: int
     blank_lines: tuple[int, ...]
 
 
@@ -191,7 +195,7 @@ def digest_source(source: Path, chunk_bytes: int = _CHUNK_BYTES) -> SourceDigest
 
 
 def scan_line_layout(source: Path, chunk_bytes: int = _CHUNK_BYTES) -> LineLayout:
-    """Count the line breaks and find the blank lines in one streaming pass (flat memory).
+    """Count the lines and find the blank lines in one streaming pass (flat memory).
 
     Only rejected rows need it (their line numbers), so ingest walks the file for it only
     when a load has some: over 10 million rows it costs 0.6 s of CPU, which would otherwise
@@ -204,6 +208,7 @@ def scan_line_layout(source: Path, chunk_bytes: int = _CHUNK_BYTES) -> LineLayou
     newlines = 0
     blank_offsets: list[int] = []
     tail = b""
+    last_byte = b"\n"  # an empty file has no line
     with source.open("rb") as handle:
         while chunk := handle.read(chunk_bytes):
             window = tail + chunk
@@ -217,12 +222,14 @@ def scan_line_layout(source: Path, chunk_bytes: int = _CHUNK_BYTES) -> LineLayou
             newlines += chunk.count(b"\n")
             size += len(chunk)
             tail = window[-2:]
+            last_byte = chunk[-1:]
     blank_lines = (
         _line_numbers_after(source, sorted(set(blank_offsets)), chunk_bytes)
         if blank_offsets
         else ()
     )
-    return LineLayout(newline_count=newlines, blank_lines=blank_lines)
+    line_count = newlines + (last_byte != b"\n")
+    return LineLayout(line_count=line_count, blank_lines=blank_lines)
 
 
 def physical_line(source: Path, reader_line: int) -> int:
