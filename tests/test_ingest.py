@@ -208,10 +208,21 @@ def test_a_blank_line_inside_a_quoted_value_is_not_counted_twice(con, write_csv)
 
 
 # Files whose physical lines differ from DuckDB's records, each with the line of its bad row.
+# A quote inside an unquoted value is text to DuckDB: it opens no quoted value.
 LINES_AFTER_QUOTES = [
     pytest.param('0001,"Fe\nmale",19,15,39\n0002,Male,200,15,81', 4, id="no-final-newline"),
     pytest.param(
         '0001,"Fe\n\nmale",19,15,39\n0002,Male,200,15,81', 5, id="blank-inside-quotes-no-newline"
+    ),
+    pytest.param(
+        '0001,Ma"le,19,15,39\n0002,"Fe\nmale",21,15,81\n0003,Male,200,15,81\n',
+        5,
+        id="quote-inside-a-value",
+    ),
+    pytest.param(
+        '0001,6\'1" Male,19,15,39\r\n0002,"Fe\r\nmale",21,15,81\r\n\r\n0003,Male,200,15,81',
+        6,
+        id="inch-mark-crlf-blank-line",
     ),
 ]
 

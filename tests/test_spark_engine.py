@@ -26,6 +26,7 @@ from segmentation_pipeline.core.spark.engine import SparkEngine, combine_moments
 from segmentation_pipeline.core.spark.model import spark_algorithms
 from segmentation_pipeline.core.spark.session import build_session, session_config
 from tests.conftest import KAGGLE_HEADER, REPO_ROOT, subprocess_env
+from tests.test_ingest import LINES_AFTER_QUOTES, with_header
 from tests.test_model_pipeline import REFERENCE_CENTROIDS, TWO_FEATURES
 from tests.test_pipeline import FAILING_INPUTS, materialize
 
@@ -190,6 +191,24 @@ def test_both_engines_report_physical_lines_after_multi_line_records(spark, writ
     local = staged(LocalEngine(), blank, tmp_path / "local2.duckdb")
     assert [row[0] for row in local[1]] == [6]
     assert staged(SparkEngine(spark), blank, tmp_path / "spark2.duckdb") == local
+
+
+@pytest.mark.parametrize(("rows", "line"), LINES_AFTER_QUOTES)
+def test_both_engines_name_lines_after_quoted_line_breaks_and_stray_quotes(
+    spark, write_csv, tmp_path, rows, line
+):
+    """No final line break, a blank line inside quotes, a quote inside an unquoted value
+    (DuckDB reads it as text): the rejected row's line, and the line of the same row when
+    it has a field too few."""
+    bad_value = write_csv(with_header(rows), "bad_value.csv")
+    local = staged(LocalEngine(), bad_value, tmp_path / "local.duckdb")
+    assert [row[0] for row in local[1]] == [line]
+    assert staged(SparkEngine(spark), bad_value, tmp_path / "spark.duckdb") == local
+
+    broken = write_csv(with_header(rows.replace(",200,15,81", ",200,15")), "broken.csv")
+    local = staged(LocalEngine(), broken, tmp_path / "local2.duckdb")
+    assert local[2] == line
+    assert staged(SparkEngine(spark), broken, tmp_path / "spark2.duckdb") == local
 
 
 def test_partition_moments_combine_to_those_of_the_whole_data():

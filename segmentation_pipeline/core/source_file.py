@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from itertools import islice
@@ -21,6 +22,19 @@ from segmentation_pipeline.core.schema import CANONICAL_NAMES, canonical_name
 _CHUNK_BYTES = 8 << 20
 _OTHER_DELIMITERS = ((";", "semicolons"), ("\t", "tabs"), ("|", "pipes"))
 _EXAMPLE_HEADER = "CustomerID,Gender,Age,Annual Income (k$),Spending Score (1-100)"
+
+# DuckDB's CSV dialect as regular expressions over one line without its line break, shared
+# with the Spark engine (core/spark/dialect.py adds the anchors, Java spells the end \z).
+# A quote opens a quoted value only at the start of a field, after at most one space; a
+# quote inside an unquoted value is text (DuckDB's strict reader loads `1,6'1" Male,...`);
+# "" inside a quoted value is an escaped quote. Possessive quantifiers: linear time.
+CSV_FIELD = r'(?: ?"(?:[^"]++|"")*+" *+|(?! ?")[^,\r]*+)'
+# A whole line that, started outside quotes, ends inside a quoted value.
+CSV_OPENS_QUOTE = rf'(?:{CSV_FIELD},)*+ ?"(?:[^"]++|"")*+'
+# A whole line that, started inside a quoted value, ends inside one (the same or a new one).
+CSV_STAYS_IN_QUOTE = rf'(?:[^"]++|"")*+(?:" *+,{CSV_OPENS_QUOTE})?'
+_OPENS_QUOTE = re.compile(CSV_OPENS_QUOTE.encode())
+_STAYS_IN_QUOTE = re.compile(CSV_STAYS_IN_QUOTE.encode())
 
 
 @dataclass(frozen=True)
@@ -300,16 +314,22 @@ def record_start_lines(source: Path, row_indices: Iterable[int]) -> dict[int, in
 def _lines_outside_quotes(source: Path) -> Iterator[tuple[int, bytes]]:
     """(number, bytes) of each physical line that starts outside a quoted value.
 
-    A line with an odd number of quote characters opens or closes a quoted value; an
-    escaped quote inside one is doubled, so it never changes the parity.
+    Quotes are read by DuckDB's rules (``CSV_OPENS_QUOTE``, ``CSV_STAYS_IN_QUOTE``), not by
+    counting them: a quote inside an unquoted value (an inch mark, ``6'1"``) opens nothing,
+    and DuckDB reads it as text. Only lines holding a quote are matched; others leave the
+    state as it is. A file quoted throughout walks 1 million lines in about 3 s (0.8 s when
+    quotes were only counted); it is walked only for a reader error, or for rejected rows
+    when quoted values hold line breaks.
     """
     inside = False
     with source.open("rb") as handle:
         for number, line in enumerate(handle, start=1):
             if not inside:
                 yield number, line
-            if line.count(b'"') % 2:
-                inside = not inside
+            if b'"' in line:
+                text = line.removesuffix(b"\n").removesuffix(b"\r")
+                pattern = _STAYS_IN_QUOTE if inside else _OPENS_QUOTE
+                inside = pattern.fullmatch(text) is not None
 
 
 def _line_numbers_after(

@@ -19,7 +19,6 @@ missing, one space may precede an opening quote, spaces may follow a closing quo
 inside an unquoted value is kept as text, numbers follow DuckDB's syntax (``+-1`` included).
 When a row is structurally broken (wrong number of fields, bad quoting, not UTF-8), Spark
 finds the first such row and its line; the message is worded by DuckDB's reader on that
-row alone, so it is word for word the local engine's. Where the local engine miscounts
-lines (after a quoted value with a line break; see the README), Spark gives the physical
-line.
+row alone, so it is word for word the local engine's. DuckDB counts that line in records (a
+line break inside a quoted value does not count); both engines name the physical line.
 """

@@ -7,18 +7,15 @@ from pyspark.sql import Column as SparkColumn
 from pyspark.sql import functions as F
 
 from segmentation_pipeline.core.schema import Column
+from segmentation_pipeline.core.source_file import CSV_FIELD, CSV_OPENS_QUOTE, CSV_STAYS_IN_QUOTE
 
 # --------------------------------------------------------------------------- CSV grammar
-# Java regular expressions for DuckDB's CSV dialect (possessive quantifiers: linear time).
-_QUOTED = r' ?"(?:[^"]++|"")*+" *+'
-_UNQUOTED = r'(?! ?")[^,\r]*+'
-_FIELD = f"(?:{_QUOTED}|{_UNQUOTED})"
-_OPEN_TAIL = r' ?"(?:[^"]++|"")*+\z'
+# DuckDB's CSV dialect, the local engine's (core/source_file.py) as Java regular expressions.
 # A line that, started outside quotes, ends inside a quoted value (a record goes on).
-OPENS = rf"^(?:{_FIELD},)*+{_OPEN_TAIL}"
+OPENS = rf"^{CSV_OPENS_QUOTE}\z"
 # A line that, started inside a quoted value, ends inside one (the same or a new one).
-STAYS_OPEN = rf'^(?:[^"]++|"")*+(?:" *+,(?:{_FIELD},)*+{_OPEN_TAIL})?\z'
-_FIELD_TOKENS = rf"\G({_FIELD}),"
+STAYS_OPEN = rf"^{CSV_STAYS_IN_QUOTE}\z"
+_FIELD_TOKENS = rf"\G({CSV_FIELD}),"
 _QUOTED_CONTENT = r'^ ?"((?:[^"]++|"")*+)" *+\z'
 # DuckDB's DOUBLE syntax after trim(): surrounding white space, '+-' allowed, no suffixes.
 _SPACE = r"[\t\n\x0B\f\r\p{Zs}]"
