@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import csv
+import random
 from pathlib import Path
 
 import dagster as dg
 import duckdb
 import pytest
 
+from segmentation_pipeline.core.profiling import level_of
 from segmentation_pipeline.definitions import defs
 from segmentation_pipeline.defs.resources import SegmentationSettings, WarehouseResource
 from tests.conftest import KAGGLE_HEADER, file_sha256
@@ -185,6 +188,43 @@ def test_missing_source_fails_without_retrying(published_mall, tmp_path):
 def test_history_tables_carry_over_between_runs(published_mall, mall_csv):
     assert materialize(mall_csv, published_mall).success
     assert published(published_mall, "SELECT count(DISTINCT run_id) FROM ingest_runs") == [(2,)]
+
+
+def test_kept_segments_keep_their_names_when_a_few_customers_leave(
+    published_mall, mall_csv, tmp_path
+):
+    """QA's case: 5 of the 200 Mall customers removed (the same 5) moved a kept segment's
+    z_age from 0.479 to 0.509, across the 0.5 threshold, and renamed it from 'Low income, low
+    spending' to 'Older, ...' with another recommendation. Hysteresis keeps both."""
+    with mall_csv.open(newline="") as source:
+        header, *rows = list(csv.reader(source))
+    dropped = set(random.Random(6).sample(range(len(rows)), 5))
+    variant = tmp_path / "mall_minus_5.csv"
+    with variant.open("w", newline="") as target:
+        csv.writer(target).writerows([header, *(r for i, r in enumerate(rows) if i not in dropped)])
+
+    assert materialize(variant, published_mall).success
+
+    profiles = published(
+        published_mall,
+        "SELECT p.segment_id, r.n_customers, p.z_age, p.segment_name, p.recommendation "
+        "FROM segment_profiles p JOIN segmentation_runs r USING (run_id) "
+        "ORDER BY r.finished_at, p.segment_id",
+    )
+    first = {row[0]: row for row in profiles if row[1] == 200}
+    second = {row[0]: row for row in profiles if row[1] == 195}
+    kept = sorted(first.keys() & second.keys())
+    crossed = [s for s in kept if level_of(first[s][2]) != level_of(second[s][2])]
+    assert crossed, "no kept segment's z_age crossed the plain threshold: the case is gone"
+    for segment in kept:
+        assert second[segment][3:] == first[segment][3:]  # name and recommendation
+    levels = published(
+        published_mall,
+        "SELECT segment_id, count(DISTINCT level_age) FROM segment_profiles GROUP BY ALL",
+    )
+    assert all(n == 1 for s, n in levels if s in crossed)  # the stored level held
+    names = [row[3] for row in second.values()]
+    assert len(set(names)) == len(names)
 
 
 # Every failure named by the ingest rules, through a real run over a published warehouse: the

@@ -6,7 +6,12 @@ import pandas as pd
 import pytest
 from sklearn.cluster import KMeans
 
-from segmentation_pipeline.core.profiling import build_profiles
+from segmentation_pipeline.core.profiling import (
+    build_profiles,
+    level_of,
+    previous_levels,
+    profile_records,
+)
 from tests.mall_stats import mall_customers, overall_stats, segment_stats
 
 INCOME_SPENDING = ("annual_income", "spending_score")
@@ -269,3 +274,123 @@ def test_missing_inputs_are_reported_by_name():
         build_profiles(stats, OVERALL, INCOME_SPENDING)
     with pytest.raises(ValueError, match="unknown features"):
         build_profiles(crafted_stats([{"segment_id": 0}]), OVERALL, ("shoe_size",))
+
+
+# Hysteresis: a segment that keeps its id keeps a trait level until its z-score is past the
+# 0.5 threshold by the 0.1 margin; new segments and first runs use the plain threshold.
+AGE_INCOME_SPENDING = ("age", "annual_income", "spending_score")
+
+
+@pytest.mark.parametrize(
+    ("z_value", "previous", "expected"),
+    [
+        (0.51, None, "high"),  # first run or new segment: the plain threshold
+        (0.49, None, "average"),
+        (-0.51, None, "low"),
+        (0.55, "average", "average"),  # just across: not enough to change a kept level
+        (-0.55, "average", "average"),
+        (0.6, "average", "high"),  # across by the margin: changes
+        (-0.6, "average", "low"),
+        (0.45, "high", "high"),  # just below: a high level holds
+        (0.4, "high", "high"),
+        (-0.45, "low", "low"),
+        (0.39, "high", "average"),  # below threshold minus margin: changes
+        (-0.39, "low", "average"),
+        (-0.55, "high", "average"),  # from high, low needs the margin too
+        (-0.65, "high", "low"),
+        (0.65, "low", "high"),
+    ],
+)
+def test_level_of_holds_a_previous_level_within_the_margin(z_value, previous, expected):
+    assert level_of(z_value, previous) == expected
+
+
+def low_low_at_age(segment_id: int, age_z: float) -> dict:
+    """A low income, low spending segment at the given age z-score."""
+    return {
+        "segment_id": segment_id,
+        "avg_age": z("age", age_z),
+        "avg_annual_income": z("annual_income", -1.0),
+        "avg_spending_score": z("spending_score", -1.0),
+    }
+
+
+def test_a_kept_segment_just_across_the_threshold_keeps_its_name_and_recommendation():
+    """The QA case: z_age 0.479 -> 0.509 renamed 'Low income, low spending' and changed its
+    recommendation, though only other customers had left the base."""
+    stats = crafted_stats([low_low_at_age(5, 0.509)])
+    average_age = {5: {"age": "average", "annual_income": "low", "spending_score": "low"}}
+    kept = build_profiles(stats, OVERALL, AGE_INCOME_SPENDING, average_age).iloc[0]
+    new = build_profiles(stats, OVERALL, AGE_INCOME_SPENDING).iloc[0]
+
+    assert kept["segment_name"] == "Low income, low spending"
+    assert kept["level_age"] == "average"
+    assert "Channel" not in kept["recommendation"]
+    assert new["segment_name"] == "Older, low income, low spending"
+    assert new["level_age"] == "high"
+    assert "Channel: email" in new["recommendation"]
+
+
+def test_only_segment_ids_of_the_previous_run_get_hysteresis():
+    stats = crafted_stats([low_low_at_age(1, 0.55), {**low_low_at_age(2, -0.55), "avg_age": 20}])
+    profiles = build_profiles(
+        stats, OVERALL, AGE_INCOME_SPENDING, {1: {"age": "average"}, 9: {"age": "high"}}
+    )
+    assert list(profiles["segment_name"]) == [
+        "Low income, low spending",  # kept at 0.55: still average
+        "Young, low income, low spending",  # new id at z -2: plain threshold
+    ]
+
+
+def test_a_kept_segment_that_really_moved_changes_its_name():
+    stats = crafted_stats([low_low_at_age(5, 0.35), low_low_at_age(6, 0.65)])
+    previous = {5: {"age": "high"}, 6: {"age": "average"}}
+    profiles = build_profiles(stats, OVERALL, AGE_INCOME_SPENDING, previous)
+    assert list(profiles["level_age"]) == ["average", "high"]
+    assert list(profiles["segment_name"]) == [
+        "Low income, low spending",
+        "Older, low income, low spending",
+    ]
+    assert "Channel: email" in profiles["recommendation"].iloc[1]
+
+
+def test_names_stay_unique_when_hysteresis_keeps_two_segments_alike():
+    """Segment 1 stays average-aged by hysteresis, segment 2 is new and average: the same
+    levels, so the existing disambiguation still tells them apart."""
+    stats = crafted_stats([low_low_at_age(1, 0.55), low_low_at_age(2, 0.1)])
+    profiles = build_profiles(stats, OVERALL, AGE_INCOME_SPENDING, {1: {"age": "average"}})
+    assert list(profiles["level_age"]) == ["average", "average"]
+    assert profiles["segment_name"].is_unique
+    assert all(n.startswith("Low income, low spending") for n in profiles["segment_name"])
+
+
+def test_previous_profiles_without_stored_levels_use_the_plain_level_of_their_z():
+    """Rows from before levels were stored were named by the plain threshold."""
+    rows = [
+        {"segment_id": 5, "z_age": 0.509, "level_age": None, "z_gender": None},
+        {"segment_id": 6, "z_age": 0.3, "level_age": "high", "z_annual_income": -0.7},
+    ]
+    assert previous_levels(rows) == {
+        5: {
+            "age": "high",
+            "annual_income": "average",
+            "spending_score": "average",
+            "gender": "average",
+        },
+        6: {
+            "age": "high",
+            "annual_income": "low",
+            "spending_score": "average",
+            "gender": "average",
+        },
+    }
+
+
+def test_same_input_and_same_previous_run_give_the_same_names():
+    stats = crafted_stats([low_low_at_age(i, 0.45 + 0.05 * i) for i in range(1, 5)])
+    records = stats.to_dict("records")
+    previous = [{"segment_id": i, "z_age": 0.5, "level_age": "high"} for i in (1, 2)]
+    first = profile_records(records, OVERALL, AGE_INCOME_SPENDING, previous)
+    again = profile_records(records[::-1], OVERALL, AGE_INCOME_SPENDING, previous[::-1])
+    assert first == again
+    assert len({r["segment_name"] for r in first}) == 4

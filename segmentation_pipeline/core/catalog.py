@@ -132,6 +132,11 @@ CATALOG: dict[str, Described] = {
             "the 0/1 female indicator (z-score).",
             "recommendation": "Marketing recommendation derived from how the segment differs "
             "from the base.",
+            **{
+                f"level_{feature}": f"high, average or low: the {feature} trait the name and "
+                "recommendation rest on (from the z-score, with hysteresis for kept segments)."
+                for feature in ("age", "annual_income", "spending_score", "gender")
+            },
             **_profile_columns(),
         },
     ),

@@ -7,8 +7,15 @@ that names and recommendations rest on one comparable scale whatever the units.
 
 Names are driven by the features the model clustered on (that is what separates the segments),
 with age or gender added as a secondary trait only when clearly distinctive. Names are unique
-within a run and the whole computation is deterministic, so a stable segment id keeps a stable
-name while its customers stay alike.
+within a run and the whole computation is deterministic.
+
+z-scores are relative to the whole base, so they move when other segments change even if a
+segment's own customers and centre do not. A hard threshold would then rename a kept segment
+(and change its recommendation) on a change elsewhere, which breaks the campaigns and
+dashboards keyed on its name. So a segment that keeps its id from the previous run keeps each
+trait level with hysteresis (``level_of``): a level holds until its z-score is past the
+threshold by ``HYSTERESIS_MARGIN`` the other way, and a new level needs the threshold crossed by
+that margin. New segments and first runs use the plain threshold.
 """
 
 from __future__ import annotations
@@ -16,11 +23,15 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import pandas as pd
 
 # |z| from which a clustering feature counts as high or low.
 PRIMARY_THRESHOLD = 0.5
+# How far past PRIMARY_THRESHOLD a kept segment's z-score must go to change a level it had
+# in the previous run (see level_of).
+HYSTERESIS_MARGIN = 0.1
 # |z| from which a feature the model did not cluster on is worth naming.
 SECONDARY_THRESHOLD = 0.75
 # Female share from which a segment is described as all-female (or, mirrored, all-male).
@@ -55,6 +66,10 @@ REQUIRED_OVERALL: tuple[str, ...] = (
 )
 
 HIGH, AVERAGE, LOW = "high", "average", "low"
+LEVELS: tuple[str, ...] = (HIGH, AVERAGE, LOW)
+
+# Each segment's trait levels in the previous run, by segment id, then feature.
+PreviousLevels = Mapping[int, Mapping[str, str]]
 
 # The segment mean of each feature, and how it reads in a name that needs it to differ.
 MEAN_COLUMNS: dict[str, str] = {
@@ -139,32 +154,73 @@ class Trait:
 
 
 def build_profiles(
-    stats: pd.DataFrame, overall: Mapping[str, float], features: Sequence[str]
+    stats: pd.DataFrame,
+    overall: Mapping[str, float],
+    features: Sequence[str],
+    previous: PreviousLevels | None = None,
 ) -> pd.DataFrame:
     """Add share, z-scores, a unique name and a marketing recommendation to segment stats.
 
     Returns one row per segment, sorted by segment_id, with the input columns plus ``share``,
     ``z_age``, ``z_annual_income``, ``z_spending_score``, ``z_gender`` (female share against the
-    base), ``segment_name`` and ``recommendation``. All four z-scores are computed whatever the
-    clustering features, because the report's heatmap shows them all.
+    base), ``level_age`` ... ``level_gender`` (the high/average/low levels that the name and the
+    recommendation rest on), ``segment_name`` and ``recommendation``. All four z-scores are
+    computed whatever the clustering features, because the report's heatmap shows them all.
+
+    ``previous`` holds the levels of the previous run's segments, by segment id: a
+    segment found there keeps its levels with hysteresis (``level_of``), so that a change
+    elsewhere in the base does not rename it; other segments use the plain threshold.
     """
     check_inputs(stats, overall, features)
+    previous = previous or {}
     profiles = stats.sort_values("segment_id", kind="stable").reset_index(drop=True).copy()
     profiles["share"] = profiles["n_customers"] / float(overall["n_customers"])
     for feature in TRAIT_ORDER:
         profiles[f"z_{feature}"] = segment_z_scores(profiles, overall, feature)
-    traits = [row_traits(row) for _, row in profiles.iterrows()]
+    traits = [
+        row_traits(row, previous.get(int(row["segment_id"]))) for _, row in profiles.iterrows()
+    ]
+    for feature in TRAIT_ORDER:
+        profiles[f"level_{feature}"] = [t[feature].level for t in traits]
     profiles["segment_name"] = unique_names(traits, list(profiles["segment_id"]), features)
     profiles["recommendation"] = [recommend(t) for t in traits]
     return profiles
 
 
 def profile_records(
-    stats: Sequence[Mapping[str, object]], overall: Mapping[str, float], features: Sequence[str]
+    stats: Sequence[Mapping[str, object]],
+    overall: Mapping[str, float],
+    features: Sequence[str],
+    previous: Sequence[Mapping[str, Any]] = (),
 ) -> list[dict[str, object]]:
     """``build_profiles`` of statistics given as records (one dict per segment, as
-    ``segment_stats.segment_statistics`` returns them), as records of Python values."""
-    return build_profiles(pd.DataFrame(list(stats)), overall, features).to_dict("records")
+    ``segment_stats.segment_statistics`` returns them), as records of Python values;
+    ``previous`` are the previous run's profiles (``segment_stats.previous_profiles``)."""
+    frame = pd.DataFrame(list(stats))
+    levels = previous_levels(previous)
+    return build_profiles(frame, overall, features, levels).to_dict("records")
+
+
+def previous_levels(previous: Sequence[Mapping[str, Any]]) -> dict[int, dict[str, str]]:
+    """The trait levels of the previous run's profiles, by segment id, then feature.
+
+    Profiles written before levels were stored have none; they were named by the plain
+    threshold, so their level is that of their z-score.
+    """
+    levels: dict[int, dict[str, str]] = {}
+    for row in previous:
+        levels[int(row["segment_id"])] = {
+            feature: stored_level(row.get(f"level_{feature}"), row.get(f"z_{feature}"))
+            for feature in TRAIT_ORDER
+        }
+    return levels
+
+
+def stored_level(level: str | None, z: float | None) -> str:
+    """A stored level, or for a row without one (or an unknown word) the plain level of its z."""
+    if level in LEVELS:
+        return str(level)
+    return level_of(z if z is not None and math.isfinite(z) else 0.0)
 
 
 def check_inputs(
@@ -210,11 +266,27 @@ def segment_z_scores(
     return ((values - mean) / std).fillna(0.0)
 
 
-def level_of(z: float) -> str:
-    """High, low or average, by the primary threshold."""
-    if z >= PRIMARY_THRESHOLD:
+def level_of(z: float, previous: str | None = None) -> str:
+    """High, low or average, by the primary threshold, with hysteresis around a previous level.
+
+    Without a previous level (a new segment, a first run): high from z >= 0.5, low from
+    z <= -0.5. With one (the segment kept its id), the previous level holds while z stays
+    within HYSTERESIS_MARGIN of its side of the threshold (high while z >= 0.4, low while
+    z <= -0.4, average while -0.6 < z < 0.6), and any other level needs the threshold crossed
+    by the margin (high from z >= 0.6, low from z <= -0.6). So z-scores that wander around
+    0.5 because the rest of the base changed keep the level, hence the name; a segment that
+    really moved still changes.
+    """
+    if previous is None:
+        enter = PRIMARY_THRESHOLD
+    else:
+        keep = PRIMARY_THRESHOLD - HYSTERESIS_MARGIN
+        if (previous == HIGH and z >= keep) or (previous == LOW and z <= -keep):
+            return previous
+        enter = PRIMARY_THRESHOLD + HYSTERESIS_MARGIN
+    if z >= enter:
         return HIGH
-    if z <= -PRIMARY_THRESHOLD:
+    if z <= -enter:
         return LOW
     return AVERAGE
 
@@ -228,13 +300,14 @@ def trait_phrase(feature: str, level: str, female_share: float) -> str:
     return TRAIT_WORDS[feature][level]
 
 
-def row_traits(row: pd.Series) -> dict[str, Trait]:
-    """All four traits of one segment, keyed by feature."""
+def row_traits(row: pd.Series, previous: Mapping[str, str] | None = None) -> dict[str, Trait]:
+    """All four traits of one segment, keyed by feature; ``previous`` holds the segment's
+    levels in the previous run, if it was there (a feature missing from it: plain threshold)."""
     female_share = float(row["female_share"]) if pd.notna(row["female_share"]) else 0.5
     traits = {}
     for feature in TRAIT_ORDER:
         z = float(row[f"z_{feature}"])
-        level = level_of(z)
+        level = level_of(z, (previous or {}).get(feature))
         mean = float(row[MEAN_COLUMNS[feature]])
         phrase = trait_phrase(feature, level, female_share)
         traits[feature] = Trait(feature, z, level, phrase, mean)

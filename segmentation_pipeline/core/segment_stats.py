@@ -19,6 +19,11 @@ from segmentation_pipeline.core.warehouse import storable
 MEASURES = ("age", "annual_income", "spending_score")
 EXACT_MEDIAN_LIMIT = 10_000_000
 
+# The levels (high/average/low) the names rest on, kept for the next run's hysteresis. Added
+# to warehouses written before they existed, at the end, where a new table has them too.
+LEVEL_FEATURES = ("age", "annual_income", "spending_score", "gender")
+LEVEL_COLUMNS = tuple(f"level_{feature}" for feature in LEVEL_FEATURES)
+
 PROFILE_COLUMNS = (
     "run_id",
     "segment_id",
@@ -40,6 +45,7 @@ PROFILE_COLUMNS = (
     "z_annual_income",
     "z_spending_score",
     "z_gender",
+    *LEVEL_COLUMNS,
 )
 
 
@@ -96,7 +102,10 @@ def _records(result: duckdb.DuckDBPyConnection) -> list[dict[str, Any]]:
 
 
 def named_profiles(
-    stats: Sequence[Mapping[str, Any]], overall: Mapping[str, float], features: Sequence[str]
+    stats: Sequence[Mapping[str, Any]],
+    overall: Mapping[str, float],
+    features: Sequence[str],
+    previous: Sequence[Mapping[str, Any]] = (),
 ) -> list[dict[str, Any]]:
     """The profiles (``profiling.build_profiles``) of these statistics, as records.
 
@@ -106,7 +115,41 @@ def named_profiles(
     """
     from segmentation_pipeline.core.profiling import profile_records
 
-    return profile_records(stats, overall, features)
+    return profile_records(stats, overall, features, previous)
+
+
+def previous_profiles(con: duckdb.DuckDBPyConnection, run_id: str) -> list[dict[str, Any]]:
+    """The previous run's segment ids, z-scores and trait levels, for the hysteresis of this
+    run's names (``profiling.previous_levels``); empty on a first run.
+
+    The previous run is the one this run's segment ids were matched against (recorded with
+    the model in ``segmentation_runs``), so a segment id found here is a kept segment.
+    """
+    ensure_profile_table(con)
+    columns = ", ".join(f"p.z_{f}, p.level_{f}" for f in LEVEL_FEATURES)
+    return _records(
+        con.execute(
+            f"SELECT p.segment_id, {columns} FROM segment_profiles p "  # noqa: S608 - fixed names
+            "JOIN segmentation_runs r ON p.run_id = r.previous_run_id "
+            "WHERE r.run_id = $run_id ORDER BY p.segment_id",
+            {"run_id": run_id},
+        )
+    )
+
+
+def ensure_profile_table(con: duckdb.DuckDBPyConnection) -> None:
+    """Create `segment_profiles`, or add the level columns to one written before them."""
+    con.execute(
+        """CREATE TABLE IF NOT EXISTS segment_profiles (
+            run_id VARCHAR, segment_id INTEGER, segment_name VARCHAR, n_customers BIGINT,
+            share DOUBLE, avg_age DOUBLE, avg_annual_income DOUBLE, avg_spending_score DOUBLE,
+            female_share DOUBLE, recommendation VARCHAR, median_age DOUBLE,
+            median_annual_income DOUBLE, median_spending_score DOUBLE, std_age DOUBLE,
+            std_annual_income DOUBLE, std_spending_score DOUBLE, z_age DOUBLE,
+            z_annual_income DOUBLE, z_spending_score DOUBLE, z_gender DOUBLE)"""
+    )
+    for column in LEVEL_COLUMNS:
+        con.execute(f"ALTER TABLE segment_profiles ADD COLUMN IF NOT EXISTS {column} VARCHAR")
 
 
 def _overall_statistics(con: duckdb.DuckDBPyConnection) -> dict[str, float]:
@@ -134,15 +177,7 @@ def record_profiles(
     con: duckdb.DuckDBPyConnection, run_id: str, profiles: Sequence[Mapping[str, Any]]
 ) -> None:
     """Store this run's profiles and point `customer_segments` at the named assignments."""
-    con.execute(
-        """CREATE TABLE IF NOT EXISTS segment_profiles (
-            run_id VARCHAR, segment_id INTEGER, segment_name VARCHAR, n_customers BIGINT,
-            share DOUBLE, avg_age DOUBLE, avg_annual_income DOUBLE, avg_spending_score DOUBLE,
-            female_share DOUBLE, recommendation VARCHAR, median_age DOUBLE,
-            median_annual_income DOUBLE, median_spending_score DOUBLE, std_age DOUBLE,
-            std_annual_income DOUBLE, std_spending_score DOUBLE, z_age DOUBLE,
-            z_annual_income DOUBLE, z_spending_score DOUBLE, z_gender DOUBLE)"""
-    )
+    ensure_profile_table(con)
     con.execute("DELETE FROM segment_profiles WHERE run_id = $run_id", {"run_id": run_id})
     placeholders = ", ".join("?" for _ in PROFILE_COLUMNS)
     con.executemany(

@@ -8,6 +8,7 @@ from segmentation_pipeline.core import workers
 from segmentation_pipeline.core.markdown import value_table
 from segmentation_pipeline.core.segment_stats import (
     named_profiles,
+    previous_profiles,
     record_profiles,
     segment_statistics,
 )
@@ -38,8 +39,9 @@ def segment_profiles(
 
     Names and recommendations come from how the segment differs from the whole customer
     base on each feature (z-scores of the segment means), so they follow the data; names
-    are unique within a run. A segment that keeps its id keeps its name while its customers
-    stay alike; a name changes when the segment's averages cross a threshold.
+    are unique within a run. A segment that keeps its id from the previous run keeps its
+    trait levels with hysteresis (``profiling.level_of``), so a change elsewhere in the base
+    that nudges its z-scores across the threshold does not rename it.
     """
     run_id = context.run.run_id
     with warehouse.work_connection(run_id) as con:
@@ -48,8 +50,9 @@ def segment_profiles(
             {"run_id": run_id},
         ).fetchone()[0]
         stats, overall = segment_statistics(con)
+        previous = previous_profiles(con, run_id)
         # Named in the pre-started worker under `segmentation run` (pandas already loaded).
-        profiles = workers.call(named_profiles, stats, overall, features)
+        profiles = workers.call(named_profiles, stats, overall, features, previous)
         con.execute("BEGIN TRANSACTION")
         record_profiles(con, run_id, profiles)
         con.execute("COMMIT")
