@@ -133,7 +133,7 @@ CATALOG: dict[str, Described] = {
             "recommendation": "Marketing recommendation derived from how the segment differs "
             "from the base.",
             **{
-                f"level_{feature}": f"high, average or low: the {feature} trait the name and "
+                f"level_{feature}": f"High, average or low: the {feature} trait the name and "
                 "recommendation rest on (from the z-score, with hysteresis for kept segments)."
                 for feature in ("age", "annual_income", "spending_score", "gender")
             },
