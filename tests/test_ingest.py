@@ -183,6 +183,29 @@ def test_exact_duplicates_collapse_and_conflicting_ids_are_rejected(con, write_c
     assert all("conflicting duplicate" in r[3] and "lines 4, 5" in r[3] for r in rows)
 
 
+def test_a_conflict_names_only_the_lines_in_conflict(con, write_csv):
+    """A row of the same id rejected for another reason is no part of the conflict; an id
+    padded with spaces is (ids are trimmed)."""
+    text = (
+        f"{KAGGLE_HEADER}\n"
+        "0001,Male,30,50,50\n"  # line 2: conflicts with lines 3 and 5
+        " 0001 ,Male,31,50,50\n"  # line 3
+        "0001,Male,300,50,50\n"  # line 4: age out of range
+        "0001,Male,32,50,50\n"  # line 5
+        "0002,Female,40,60,60\n"
+    )
+    stage_customers(con, write_csv(text), "run-1")
+
+    reasons = {line: reason for line, _, _, reason in rejected(con)}
+
+    assert reasons[4] == "age: '300' is out of range (0 to 120)"
+    for line in (2, 3, 5):
+        assert reasons[line] == (
+            "customer_id: '0001' conflicting duplicate, the same id has different values on "
+            "lines 2, 3, 5"
+        )
+
+
 def test_line_numbers_count_blank_lines_and_newlines_inside_quotes(con, write_csv):
     text = (
         "CustomerID,Gender,Age,Annual Income (k$),Spending Score (1-100),note\n"

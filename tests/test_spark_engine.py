@@ -90,7 +90,7 @@ EXTRA_INPUTS: dict[str, str | bytes] = {
     ),
     "duplicates collapse, conflicts are rejected": (
         f"{KAGGLE_HEADER}\n0001,Male,19,15,39\n0001,Male,19,15.0,39\n0002,Female,21,15,81\n"
-        "0002,Male,21,15,81\n0003,Female,35,70,50\n"
+        "0002,Male,21,15,81\n0003,Female,35,70,50\n0002,Male,300,15,81\n"
     ),
     "blank lines and line breaks inside quotes": (
         "CustomerID,Gender,Age,Annual Income (k$),Spending Score (1-100),note\n"

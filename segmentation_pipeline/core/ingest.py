@@ -353,7 +353,7 @@ def write_rejected_rows(con: duckdb.DuckDBPyConnection, source: Path, run_id: st
                    'customer_id: ''' || customer_id || ''' conflicting duplicate, the same id '
                    || 'has different values on lines '
                    || array_to_string(list_slice(list(line_number) OVER (
-                        PARTITION BY customer_id ORDER BY line_number
+                        PARTITION BY customer_id, conflicting ORDER BY line_number
                         ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING),
                         1, {_MAX_LINES_IN_REASON}), ', ')
                ELSE reason END,
