@@ -313,6 +313,37 @@ def test_directory_as_source(con, tmp_path):
         stage_customers(con, tmp_path, "run-1")
 
 
+@pytest.mark.parametrize(
+    ("text", "line", "found", "before"),
+    [
+        (
+            f"{KAGGLE_HEADER}\n0001,Male,19,15,39\n0002,Male,21,15,81\r\n0003,Male,20,16,6\n",
+            3,
+            "CRLF",
+            "LF",
+        ),
+        (
+            f"{KAGGLE_HEADER}\r\n0001,Male,19,15,39\r\n0002,Male,21,15,81\n0003,Male,20,16,6\n",
+            3,
+            "LF",
+            "CRLF",
+        ),
+    ],
+)
+def test_mixed_line_endings_name_the_first_line_that_differs(
+    con, write_csv, text, line, found, before
+):
+    """One row pasted in from another system: DuckDB only said its state machine reached an
+    invalid state."""
+    path = write_csv(text)
+    with pytest.raises(InputError) as error:
+        stage_customers(con, path, "run-1")
+    assert str(error.value) == (
+        f"{path}, line {line}: mixed line endings: this line ends with {found}, the lines "
+        f"before it with {before}; save the file with one kind of line ending"
+    )
+
+
 def test_empty_file(con, write_csv):
     with pytest.raises(InputError, match="file is empty"):
         stage_customers(con, write_csv(""), "run-1")

@@ -27,6 +27,7 @@ from segmentation_pipeline.core.source_file import (
     SourceHeader,
     check_source_file,
     digest_source,
+    explain_mixed_line_endings,
     explain_undecodable_line,
     physical_line,
     read_header,
@@ -170,6 +171,8 @@ def _load_staging_table(con: duckdb.DuckDBPyConnection, source: Path, header: So
             worded = InputError(source, worded.reason, line=line, value=worded.value)
             if NOT_UTF8 in worded.reason:
                 worded = explain_undecodable_line(source, line, header) or worded
+        elif "state machine reached an invalid state" in worded.reason:
+            worded = explain_mixed_line_endings(source) or worded
         raise worded from None
 
 
