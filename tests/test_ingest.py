@@ -128,6 +128,29 @@ def test_row_rule_breaks_are_quarantined(con, write_csv, row, column, value, rea
     assert "0009" not in customer_ids(con)
 
 
+def test_a_spreadsheets_empty_rows_are_skipped_like_blank_lines(con, write_csv):
+    """Excel and Sheets export formatted empty rows as `,,,,`: three of them in the Kaggle
+    file were three rejected customers, over the 1 % limit."""
+    text = (
+        f"{KAGGLE_HEADER}\n{GOOD_ROWS}"
+        ",,,,\n"  # line 5
+        '"","",,,\n'  # line 6
+        "0004,Male,-1,40,50\n"  # line 7
+        ",,,,\n,,,,\n"
+    )
+
+    summary = stage_customers(con, write_csv(text), "run-1")
+
+    assert (summary.n_rows_read, summary.n_customers, summary.n_rejected) == (4, 3, 1)
+    assert rejected(con) == [(7, "age", "-1", "age: '-1' is out of range (0 to 120)")]
+    assert customer_ids(con) == ["0001", "0002", "0003"]
+
+
+def test_a_file_of_empty_rows_has_no_customer_rows(con, write_csv):
+    with pytest.raises(InputError, match="the file has a header but no customer rows"):
+        stage_customers(con, write_csv(f"{KAGGLE_HEADER}\n,,,,\n,,,,\n"), "run-1")
+
+
 def test_spaces_around_values_are_trimmed_before_the_rules(con, write_csv):
     """ASCII spaces and tabs around numbers, and Unicode spaces (no-break, ideographic)
     around any value, are not part of it; a padded missing-value token is still missing."""

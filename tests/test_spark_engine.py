@@ -80,6 +80,10 @@ def test_spark_algorithms_follow_the_setting():
 # --- ingest: the local engine's bad inputs give the same outcome -------------------------------
 
 EXTRA_INPUTS: dict[str, str | bytes] = {
+    "empty spreadsheet rows": (
+        f'{KAGGLE_HEADER}\n{GOOD},,,,\n"","",,,\n0009,Male,-1,40,50\n,,,,\n'
+    ),
+    "only empty rows": f"{KAGGLE_HEADER}\n,,,,\n,,,,\n",
     "every row rule": (
         f"{KAGGLE_HEADER}\n{GOOD}"
         "0009,Male,,40,50\n0010,Male,?,40,50\n0011,Male,30,NA,50\n0012,,30,40,50\n"

@@ -43,6 +43,11 @@ from segmentation_pipeline.core.validation import ids_strictly_increasing
 # instead of 77 MB). With 8 MiB buffers (about 320,000 rows of a typical customer file) the
 # row groups are left as written; 1 million rows load as fast as before. Same rows, same order.
 _CSV_BUFFER_BYTES = 8 * 1024 * 1024
+# A row whose columns are all empty (`,,,,`: the formatted but empty rows a spreadsheet
+# exports) is skipped like a blank line: it holds no customer, so it is neither a customer
+# nor a rejected row. The staging table marks it with an empty rejected_raw list.
+EMPTY_ROW = "coalesce(len(rejected_raw) = 0, false)"
+
 CSV_OPTIONS = (
     "header = true, delim = ',', quote = '\"', escape = '\"', auto_detect = false, "
     "strict_mode = true, null_padding = false, encoding = 'utf-8', "
@@ -86,7 +91,9 @@ def stage_customers(con: duckdb.DuckDBPyConnection, source: Path, run_id: str) -
         digest_future = pool.submit(digest_source, source)
         _load_staging_table(con, source, header)
         digest = digest_future.result()
-    n_rows = _scalar(con, "SELECT count(*) FROM _staged_rows")
+    n_records, n_rows = con.execute(
+        f"SELECT count(*), count(*) FILTER (WHERE NOT {EMPTY_ROW}) FROM _staged_rows"  # noqa: S608
+    ).fetchone()
     if n_rows == 0:
         raise InputError(source, "the file has a header but no customer rows", line=2)
     # Row positions come from rowid, which is only a plain 0-based position for committed
@@ -96,9 +103,9 @@ def stage_customers(con: duckdb.DuckDBPyConnection, source: Path, run_id: str) -
     # copy millions of rows once more at COMMIT.
     try:
         _group_duplicate_ids(con)
-        n_rejected = _locate_rejects(con, source, n_rows)
+        n_rejected = _locate_rejects(con, source, n_records)
         n_duplicate_ids = _scalar(con, "SELECT count(*) FROM _duplicate_ids")
-        if n_rejected == 0 and n_duplicate_ids == 0:
+        if n_rejected == 0 and n_duplicate_ids == 0 and n_rows == n_records:
             _promote_staging_to_customers(con)
         else:
             _write_customers(con)
@@ -159,7 +166,9 @@ def _load_staging_table(con: duckdb.DuckDBPyConnection, source: Path, header: So
         WITH raw AS (SELECT {raw} FROM read_csv($source, {read_options(header)})),
              {_checked_ctes("raw")},
              flagged AS (SELECT *, ({rejected}) AS rejected FROM checked)
-        SELECT {typed}, CASE WHEN rejected THEN [{raw_values}] END AS rejected_raw
+        SELECT {typed},
+               CASE WHEN coalesce({raw_values}) IS NULL THEN []
+                    WHEN rejected THEN [{raw_values}] END AS rejected_raw
         FROM flagged
     """  # noqa: S608 - identifiers are generated positions, the path is a bound parameter
     try:
@@ -301,8 +310,9 @@ def _write_customers(con: duckdb.DuckDBPyConnection) -> None:
     """)  # noqa: S608 - generated from the fixed schema
 
 
-def _locate_rejects(con: duckdb.DuckDBPyConnection, source: Path, n_rows: int) -> int:
-    """Collect the rows that break a rule, with reasons and line numbers; return how many."""
+def _locate_rejects(con: duckdb.DuckDBPyConnection, source: Path, n_records: int) -> int:
+    """Collect the rows that break a rule, with reasons and line numbers; return how many.
+    ``n_records`` counts every record the reader returned, empty rows included."""
     problem_parts = ", ".join(
         f"CASE WHEN problem_{c.name} IS NOT NULL THEN '{c.name}: ' "
         f"|| coalesce('''' || raw_{c.name} || ''' ', '') || problem_{c.name} END"
@@ -320,7 +330,7 @@ def _locate_rejects(con: duckdb.DuckDBPyConnection, source: Path, n_rows: int) -
     con.execute(f"""
         CREATE OR REPLACE TEMP TABLE _rejects AS
         WITH bad AS (SELECT rowid AS row_index, {raw} FROM _staged_rows
-                     WHERE rejected_raw IS NOT NULL),
+                     WHERE rejected_raw IS NOT NULL AND NOT {EMPTY_ROW}),
              {_checked_ctes("bad")}
         SELECT row_index, raw_customer_id AS customer_id,
                CASE {first_column} END AS column_name,
@@ -334,7 +344,7 @@ def _locate_rejects(con: duckdb.DuckDBPyConnection, source: Path, n_rows: int) -
         WHERE rejected_raw IS NULL AND customer_id IN
             (SELECT customer_id FROM _duplicate_ids WHERE conflicting)
     """)  # noqa: S608 - generated from the fixed schema
-    _add_line_numbers(con, source, n_rows)
+    _add_line_numbers(con, source, n_records)
     return _scalar(con, "SELECT count(*) FROM _rejects")
 
 

@@ -163,7 +163,7 @@ class Staging:
 
     def write_results(self) -> None:
         """``duplicates/``, ``customers/`` and ``rejects/`` from the staged records."""
-        staged = self.staged()
+        staged = self.staged().filter(~F.col("empty"))
         valid = staged.filter(~F.col("rejected"))
         self._write("duplicates", _duplicates(valid))
         duplicates = self._read("duplicates")
@@ -333,9 +333,12 @@ def _checked_records(records: DataFrame, header: SourceHeader) -> DataFrame:
     rejected = F.lit(False)
     for c in CANONICAL_COLUMNS:
         rejected = rejected | F.col(f"problem_{c.name}").isNotNull()
+    # every column empty (`,,,,`, a spreadsheet's empty row): skipped like a blank line
+    empty = F.coalesce(*[F.col(f"raw_{c.name}") for c in CANONICAL_COLUMNS]).isNull()
     return checked.select(
         "line_number",
         "broken",
+        empty.alias("empty"),
         rejected.alias("rejected"),
         *[_typed(c).alias(c.name) for c in CANONICAL_COLUMNS],
         *_reject_details(rejected),
@@ -411,9 +414,10 @@ def raise_for_malformed_rows(
     con: duckdb.DuckDBPyConnection, source: Path, header: SourceHeader, staging: Staging
 ) -> int:
     """Stop at the first structurally broken record, worded as the local engine words it;
-    otherwise return the number of records."""
+    otherwise return the number of records (empty rows, skipped, not counted)."""
     n_rows, first_broken = con.execute(
-        "SELECT count(*), min(line_number) FILTER (WHERE broken) FROM read_parquet($path)",
+        "SELECT count(*) FILTER (WHERE NOT empty), min(line_number) FILTER (WHERE broken) "
+        "FROM read_parquet($path)",
         {"path": parquet_glob(staging.folder / "staged")},
     ).fetchone()
     candidates = [line for line in (first_broken, staging.spans.unterminated) if line]
