@@ -91,3 +91,31 @@ def test_features_are_parsed_into_the_canonical_order():
     )
     with pytest.raises(ValueError, match="unknown feature"):
         parse_features("income,age")
+
+
+def test_a_feature_with_one_value_is_refused_by_name():
+    con = _customers(100)
+    con.execute("UPDATE customers SET age = 40")
+
+    with pytest.raises(ValueError) as error:
+        compute_scaling(con, FEATURES)
+
+    assert str(error.value) == (
+        "feature(s) age have the same value for every customer, so they cannot separate "
+        "segments; leave them out of --features"
+    )
+
+
+def test_a_gender_column_coded_zero_one_is_explained():
+    """Gender enters as a female indicator: coded 0/1 it was 'the same value for every
+    customer' though the column held two values."""
+    con = _customers(100)
+    con.execute("UPDATE customers SET gender = CAST(rowid % 2 AS VARCHAR)")
+
+    with pytest.raises(ValueError) as error:
+        compute_scaling(con, ["gender", "annual_income"])
+
+    assert str(error.value).endswith(
+        "(gender enters as a female indicator: no customer's gender reads as female "
+        "(female, f, woman, in any case), or every one does)"
+    )

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import duckdb
 import numpy as np
 
-from segmentation_pipeline.core.schema import FEATURE_COLUMNS, FEMALE_INDICATOR_SQL
+from segmentation_pipeline.core.schema import FEATURE_COLUMNS, FEMALE_INDICATOR_SQL, FEMALE_VALUES
 
 # The hash prefilter of sample_features lets through this many times the sample size.
 _SAMPLE_FILTER_MARGIN = 1.1
@@ -96,11 +96,24 @@ def compute_scaling(con: duckdb.DuckDBPyConnection, features: Sequence[str]) -> 
     stds = tuple(float(v) if v is not None else 0.0 for v in row)
     constant = [name for name, std in zip(features, stds, strict=True) if not std > 0]
     if constant:
-        raise ValueError(
-            f"feature(s) {', '.join(constant)} have the same value for every customer, so they "
-            "cannot separate segments; leave them out of --features"
-        )
+        raise ValueError(constant_features_message(constant))
     return FeatureScaling(tuple(features), means, stds)
+
+
+def constant_features_message(constant: Sequence[str]) -> str:
+    """Why features with no spread cannot be used, for both engines. Gender is a female
+    indicator, so a gender column coded otherwise (0/1, codes) is constant though varied."""
+    message = (
+        f"feature(s) {', '.join(constant)} have the same value for every customer, so they "
+        "cannot separate segments; leave them out of --features"
+    )
+    if "gender" in constant:
+        readings = ", ".join(FEMALE_VALUES)
+        message += (
+            f" (gender enters as a female indicator: no customer's gender reads as female "
+            f"({readings}, in any case), or every one does)"
+        )
+    return message
 
 
 def spread_sql(expression: str, centre: float) -> str:

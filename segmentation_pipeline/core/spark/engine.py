@@ -13,7 +13,7 @@ from pyspark.sql import DataFrame, SparkSession
 from pyspark.sql import functions as F
 
 from segmentation_pipeline.core.errors import InputError
-from segmentation_pipeline.core.features import FeatureScaling
+from segmentation_pipeline.core.features import FeatureScaling, constant_features_message
 from segmentation_pipeline.core.ingest import IngestSummary
 from segmentation_pipeline.core.selection import ModelSelection
 from segmentation_pipeline.core.source_file import check_source_file, digest_source, read_header
@@ -83,10 +83,7 @@ class SparkEngine:
         )
         constant = [name for name, std in zip(feature_names, stds, strict=True) if not std > 0]
         if constant:
-            raise ValueError(
-                f"feature(s) {', '.join(constant)} have the same value for every customer, so "
-                "they cannot separate segments; leave them out of --features"
-            )
+            raise ValueError(constant_features_message(constant))
         return FeatureScaling(tuple(feature_names), means, stds)
 
     def sample_features(
