@@ -387,6 +387,24 @@ def test_missing_required_column(con, write_csv):
     assert str(path) in str(error.value)
 
 
+@pytest.mark.parametrize("income", ["Annual Income ($)", "annual_income_$", "Income $"])
+def test_an_income_header_in_dollars_is_refused(con, write_csv, income):
+    """Incomes in dollars were taken as k$: segment averages of 60,000 "k$"."""
+    path = write_csv(f"CustomerID,Gender,Age,{income},Spending Score\n0001,Male,19,15000,39\n")
+    with pytest.raises(InputError) as error:
+        stage_customers(con, path, "run-1")
+    assert str(error.value) == (
+        f"{path}, line 1, column annual_income: column {income!r} is in dollars; annual_income "
+        "is in thousands of dollars: divide its values by 1,000 and name it 'Annual Income (k$)'"
+    )
+
+
+@pytest.mark.parametrize("income", ["Annual Income (k$)", "Annual Income (K $)", "annual_income"])
+def test_an_income_header_in_thousands_is_accepted(con, write_csv, income):
+    path = write_csv(f"CustomerID,Gender,Age,{income},Spending Score\n0001,Male,19,15,39\n")
+    assert stage_customers(con, path, "run-1").n_customers == 1
+
+
 def test_semicolon_delimiter(con, write_csv):
     path = write_csv(KAGGLE_HEADER.replace(",", ";") + "\n0001;Male;19;15;39\n")
     with pytest.raises(InputError, match="separated by semicolons; the input must be comma"):

@@ -186,6 +186,8 @@ def map_header(source: Path, cells: tuple[str, ...]) -> SourceHeader:
             )
         else:
             positions[name] = index
+    if "annual_income" in positions:
+        _check_income_unit(source, cells[positions["annual_income"]])
     missing = [name for name in CANONICAL_NAMES if name not in positions]
     if missing:
         raise InputError(
@@ -195,6 +197,20 @@ def map_header(source: Path, cells: tuple[str, ...]) -> SourceHeader:
             line=1,
         )
     return SourceHeader(cells=cells, positions=positions, ignored=tuple(ignored))
+
+
+def _check_income_unit(source: Path, cell: str) -> None:
+    """Refuse an income header in dollars: "Annual Income ($)" matches annual_income, which is
+    in thousands of dollars, and incomes in dollars would be read as k$ (or be out of range)."""
+    unit = re.sub(r"\s", "", cell.lower())
+    if "$" in unit and "k$" not in unit:
+        raise InputError(
+            source,
+            f"column {cell!r} is in dollars; annual_income is in thousands of dollars: "
+            "divide its values by 1,000 and name it 'Annual Income (k$)'",
+            line=1,
+            column="annual_income",
+        )
 
 
 def digest_source(source: Path, chunk_bytes: int = _CHUNK_BYTES) -> SourceDigest:
