@@ -387,6 +387,12 @@ def test_missing_required_column(con, write_csv):
     assert str(path) in str(error.value)
 
 
+def test_semicolons_are_named_when_a_header_cell_holds_a_comma(con, write_csv):
+    path = write_csv("CustomerID;Genre;Age;Annual Income, k$;Spending Score\n1;Male;19;15;39\n")
+    with pytest.raises(InputError, match="separated by semicolons; the input must be comma"):
+        stage_customers(con, path, "run-1")
+
+
 @pytest.mark.parametrize("income", ["Annual Income ($)", "annual_income_$", "Income $"])
 def test_an_income_header_in_dollars_is_refused(con, write_csv, income):
     """Incomes in dollars were taken as k$: segment averages of 60,000 "k$"."""

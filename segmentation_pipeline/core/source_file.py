@@ -190,6 +190,15 @@ def map_header(source: Path, cells: tuple[str, ...]) -> SourceHeader:
         _check_income_unit(source, cells[positions["annual_income"]])
     missing = [name for name in CANONICAL_NAMES if name not in positions]
     if missing:
+        joined = ",".join(cells)
+        for delimiter, name in _OTHER_DELIMITERS:  # a comma inside one of their header cells
+            if joined.count(delimiter) >= len(CANONICAL_NAMES) - 1:
+                raise InputError(
+                    source,
+                    f"the header is separated by {name}; the input must be comma-separated",
+                    line=1,
+                    value=joined,
+                )
         raise InputError(
             source,
             f"missing required column(s): {', '.join(missing)} (header has: {', '.join(cells)};"
