@@ -45,6 +45,20 @@ def test_candidates_are_stored_with_missing_scores_as_null(con) -> None:
     ]
 
 
+def test_a_clock_set_back_does_not_make_an_older_run_the_latest(con) -> None:
+    """Runs are ordered by finished_at: a run from a host whose clock is behind (or after an
+    NTP step back) must still come after the runs already recorded."""
+    _record(con, "run-1", np.array([[-1.0, 1.0], [1.0, -1.0]]))
+    con.execute("UPDATE segmentation_runs SET finished_at = now() + INTERVAL 1 DAY")
+    _record(con, "run-2", np.array([[-1.0, 1.0], [1.0, -1.0]]))
+    history.finish_run(con, "run-2", 2, None)
+
+    order = con.execute("SELECT run_id FROM segmentation_runs ORDER BY finished_at").fetchall()
+
+    assert order == [("run-1",), ("run-2",)]
+    assert history.previous_run_id(con, "run-3") == "run-2"
+
+
 def test_the_next_run_reads_the_previous_centroids_by_segment_id(con) -> None:
     scaled = np.array([[-1.0, 1.0], [1.0, -1.0]])
     _record(con, "run-1", scaled)

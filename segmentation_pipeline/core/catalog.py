@@ -27,7 +27,8 @@ STANDARDISED = "in standard deviations of the standardised clustering features"
 COMMON_COLUMNS: dict[str, str] = {
     "run_id": "Dagster run id of the segmentation run the row belongs to.",
     "previous_run_id": "Dagster run id of the run before it (NULL on the first run).",
-    "finished_at": "When the run finished (timestamp with time zone).",
+    "finished_at": "When the run finished (timestamp with time zone); never before an earlier "
+    "run's, so runs sort in the order they ran even if a clock was set back.",
     "customer_id": 'Customer id from the input file, kept as text ("0001" stays "0001").',
     "gender": "Gender as given in the input (Female, F and Woman in any case count as female).",
     "age": "Age in years (integer 0-120).",

@@ -418,6 +418,15 @@ def prune_assignment_history(con: duckdb.DuckDBPyConnection, run_id: str, runs_k
     return dropped
 
 
+# A run's finished_at: now, but never before a run already recorded. Runs are ordered by
+# finished_at (the latest run, the previous one), and a clock set back (an NTP step, a run
+# from another host sharing the warehouse) must not make an older run the latest.
+FINISHED_AT_SQL = (
+    "(SELECT greatest(now(), max(finished_at) + INTERVAL 1 MICROSECOND) "
+    "FROM segmentation_runs WHERE run_id <> $run_id)"
+)
+
+
 def record_run(con: duckdb.DuckDBPyConnection, run: dict[str, object]) -> None:
     """One row in ``segmentation_runs`` (replacing a retry's row of the same run).
 
@@ -447,7 +456,7 @@ def record_run(con: duckdb.DuckDBPyConnection, run: dict[str, object]) -> None:
         "engine",
     ]
     values = {**run, "features": ",".join(run["features"])}  # type: ignore[arg-type]
-    placeholders = ", ".join("now()" if c == "finished_at" else f"${c}" for c in columns)
+    placeholders = ", ".join(FINISHED_AT_SQL if c == "finished_at" else f"${c}" for c in columns)
     con.execute(
         f"INSERT INTO segmentation_runs ({', '.join(columns)}) VALUES ({placeholders})",  # noqa: S608
         {c: values.get(c) for c in columns if c != "finished_at"},
@@ -458,7 +467,7 @@ def finish_run(
     con: duckdb.DuckDBPyConnection, run_id: str, n_customers: int, ari: float | None
 ) -> None:
     con.execute(
-        "UPDATE segmentation_runs SET n_customers = $n, ari_vs_previous = $ari, "
-        "finished_at = now() WHERE run_id = $run_id",
+        "UPDATE segmentation_runs SET n_customers = $n, ari_vs_previous = $ari, "  # noqa: S608
+        f"finished_at = {FINISHED_AT_SQL} WHERE run_id = $run_id",
         {"n": n_customers, "ari": ari, "run_id": run_id},
     )
