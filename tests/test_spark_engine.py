@@ -80,6 +80,10 @@ def test_spark_algorithms_follow_the_setting():
 # --- ingest: the local engine's bad inputs give the same outcome -------------------------------
 
 EXTRA_INPUTS: dict[str, str | bytes] = {
+    "no-break spaces around text": (
+        f"{KAGGLE_HEADER}\n{GOOD}\u00a00009\u00a0,\u00a0Female\u2003,30,40,50\n"
+        "0009,Female,30,40,50\n0010,\u00a0,30,40,50\n"
+    ),
     "empty spreadsheet rows": (
         f'{KAGGLE_HEADER}\n{GOOD},,,,\n"","",,,\n0009,Male,-1,40,50\n,,,,\n'
     ),

@@ -22,6 +22,12 @@ _SPACE = r"[\t\n\x0B\f\r\p{Zs}]"
 _NUMBER = rf"^{_SPACE}*\+?(-?(?:[0-9]++\.?[0-9]*+|\.[0-9]++)(?:[eE][+-]?[0-9]++)?){_SPACE}*+\z"
 
 
+def duckdb_trim(text: SparkColumn) -> SparkColumn:
+    """The text without the spaces DuckDB's trim() removes: every Unicode space separator
+    (a no-break space too), where Spark's trim removes only ASCII spaces."""
+    return F.regexp_replace(text, r"^\p{Zs}++|\p{Zs}++\z", "")
+
+
 def is_plain(text: SparkColumn) -> SparkColumn:
     """No quote and no carriage return: the record splits at every comma (the usual case,
     kept off the regular expressions)."""

@@ -25,6 +25,7 @@ from segmentation_pipeline.core.spark.dialect import (
     OPENS,
     STAYS_OPEN,
     duckdb_number,
+    duckdb_trim,
     is_plain,
     split_fields,
     unquoted_value,
@@ -348,7 +349,7 @@ def _checked_records(records: DataFrame, header: SourceHeader) -> DataFrame:
 def _problem(column: Column) -> SparkColumn:
     """Why a raw value breaks the column's rule (the local engine's reasons), or NULL."""
     raw = F.col(f"raw_{column.name}")
-    missing = raw.isNull() | F.lower(F.trim(raw)).isin(list(MISSING_TOKENS))
+    missing = raw.isNull() | F.lower(duckdb_trim(raw)).isin(list(MISSING_TOKENS))
     if column.kind == "text":
         return F.when(missing, F.lit("missing value"))
     value = F.col(f"number_{column.name}")
@@ -382,7 +383,7 @@ def _typed(column: Column) -> SparkColumn:
     """The value in its canonical type, NULL where the column's rule is broken."""
     raw = F.col(f"raw_{column.name}")
     if column.kind == "text":
-        return F.trim(raw)
+        return duckdb_trim(raw)
     spark_type = "int" if column.sql_type == "INTEGER" else "double"
     number = F.col(f"number_{column.name}")
     return F.when(F.col(f"problem_{column.name}").isNull(), number.cast(spark_type))
