@@ -119,3 +119,12 @@ def test_a_gender_column_coded_zero_one_is_explained():
         "(gender enters as a female indicator: no customer's gender reads as female "
         "(female, f, woman, in any case), or every one does)"
     )
+
+
+def test_a_single_customer_is_named_as_too_few():
+    con = _customers(1)
+
+    with pytest.raises(ValueError) as error:
+        compute_scaling(con, FEATURES)
+
+    assert str(error.value) == "only 1 customer: at least 2 are needed to form segments"

@@ -88,7 +88,8 @@ def compute_scaling(con: duckdb.DuckDBPyConnection, features: Sequence[str]) -> 
     """
     expressions = [_EXPRESSIONS[name] for name in features]
     sums = ", ".join(f"favg({expression})" for expression in expressions)
-    means = tuple(float(v) for v in con.execute(f"SELECT {sums} FROM customers").fetchone())  # noqa: S608
+    n_customers, *averages = con.execute(f"SELECT count(*), {sums} FROM customers").fetchone()  # noqa: S608
+    means = tuple(float(v) for v in averages)
     spreads = ", ".join(
         spread_sql(expression, mean) for expression, mean in zip(expressions, means, strict=True)
     )
@@ -96,13 +97,15 @@ def compute_scaling(con: duckdb.DuckDBPyConnection, features: Sequence[str]) -> 
     stds = tuple(float(v) if v is not None else 0.0 for v in row)
     constant = [name for name, std in zip(features, stds, strict=True) if not std > 0]
     if constant:
-        raise ValueError(constant_features_message(constant))
+        raise ValueError(constant_features_message(constant, n_customers))
     return FeatureScaling(tuple(features), means, stds)
 
 
-def constant_features_message(constant: Sequence[str]) -> str:
+def constant_features_message(constant: Sequence[str], n_customers: int) -> str:
     """Why features with no spread cannot be used, for both engines. Gender is a female
     indicator, so a gender column coded otherwise (0/1, codes) is constant though varied."""
+    if n_customers < 2:
+        return f"only {n_customers} customer: at least 2 are needed to form segments"
     message = (
         f"feature(s) {', '.join(constant)} have the same value for every customer, so they "
         "cannot separate segments; leave them out of --features"

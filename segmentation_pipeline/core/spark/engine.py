@@ -83,7 +83,8 @@ class SparkEngine:
         )
         constant = [name for name, std in zip(feature_names, stds, strict=True) if not std > 0]
         if constant:
-            raise ValueError(constant_features_message(constant))
+            n_customers = sum(row["n"] for row in partitions)
+            raise ValueError(constant_features_message(constant, n_customers))
         return FeatureScaling(tuple(feature_names), means, stds)
 
     def sample_features(
