@@ -160,6 +160,23 @@ def test_customer_count_skips_runs_of_other_files_in_between(con):
     )
 
 
+def test_customer_count_knows_a_file_recorded_resolved_by_an_earlier_version(con, tmp_path):
+    """Runs recorded the source resolved; now by the path given. Through a linked folder,
+    the first refresh after the upgrade took the file for one never run before."""
+    (tmp_path / "exports").mkdir()
+    (tmp_path / "exports" / "nightly.csv").write_text("")
+    (tmp_path / "linked").symlink_to(tmp_path / "exports")
+    resolved = str(tmp_path / "exports" / "nightly.csv")
+    _with_runs(
+        con, 50, str(tmp_path / "linked" / "nightly.csv"), [("old", "2025-01-01", 200, resolved)]
+    )
+
+    outcome = customer_count_kept(con, "this", 0.5)
+
+    assert not outcome.passed
+    assert outcome.metadata["previous_run_id"] == "old"
+
+
 def test_customer_count_passes_on_a_first_run_and_on_growth(con):
     _with_runs(con, 1, "/in/customers.csv", [])
     first = customer_count_kept(con, "this", 0.0)

@@ -8,6 +8,7 @@ that a badly broken file cannot replace good published results.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import duckdb
 
@@ -180,11 +181,13 @@ def customer_count_kept(
     if current is None or not has_runs or history.previous_run_id(con, run_id) is None:
         return CheckOutcome(True, "no previous run to compare the customer count with", metadata)
     source = current[0]
+    # Runs before sources were recorded by the path given stored it resolved: a path through
+    # a linked folder is the same file as its resolved form.
     previous = con.execute(
         "SELECT run_id, n_customers FROM segmentation_runs "
-        "WHERE run_id <> $run_id AND source = $source AND n_customers > 0 "
+        "WHERE run_id <> $run_id AND source IN ($source, $resolved) AND n_customers > 0 "
         "ORDER BY finished_at DESC, run_id LIMIT 1",
-        {"run_id": run_id, "source": source},
+        {"run_id": run_id, "source": source, "resolved": str(Path(source).resolve())},
     ).fetchone()
     if previous is None:
         return CheckOutcome(True, f"no earlier run of {source}: not compared", metadata)
