@@ -183,7 +183,7 @@ def test_a_new_connection_sees_a_refresh_while_an_old_one_is_still_open_in_the_p
     fresh = warehouse.connect_read_only()
 
     assert fresh.execute("SELECT count(*) FROM customers").fetchone() == (5,)
-    assert fresh.execute("SELECT current_database()").fetchone() == ("w",)
+    assert fresh.execute("SELECT current_database()").fetchone() == ("warehouse",)
     assert ours.execute("SELECT count(*) FROM customers").fetchone() == (3,)  # its snapshot
     assert plain.execute("SELECT count(*) FROM customers").fetchone() == (3,)
     for con in (fresh, ours, plain):
@@ -237,6 +237,20 @@ def test_a_refresh_names_the_process_that_holds_the_warehouse_open_read_write(tm
         "with read_only=True (the duckdb command line: -readonly)"
     )
     assert not warehouse.work_path("run-2").exists()
+
+
+@pytest.mark.parametrize("name", ["main", "temp", "Memory", "system", "information_schema"])
+def test_a_warehouse_named_like_a_duckdb_database_is_read(tmp_path, name):
+    """Attached under its file's name, main.duckdb failed: the report, the summary and
+    `segmentation sql` could not read the warehouse just published."""
+    warehouse = Warehouse(tmp_path / f"{name}.duckdb")
+    build(warehouse, "run-1", 3)
+    warehouse.publish("run-1", ["customers"])
+
+    con = warehouse.connect_read_only()
+
+    assert con.execute("SELECT count(*) FROM customers").fetchone() == (3,)
+    con.close()
 
 
 def test_a_folder_that_cannot_be_synced_after_the_rename_is_a_warning_not_a_failure(

@@ -26,14 +26,14 @@ import duckdb
 from filelock import FileLock, Timeout
 
 from segmentation_pipeline.core.errors import PublishError, WarehouseBusyError
-from segmentation_pipeline.core.sql_text import identifier, literal
+from segmentation_pipeline.core.sql_text import literal
 
 # Read-only connections made while a refresh renames its file into place (see
 # Warehouse.connect_read_only).
 CONNECT_ATTEMPTS = 5
 DUCKDB_MAGIC = b"DUCK"  # bytes 8-11 of every DuckDB database file
-# Names DuckDB gives its own databases, which an attached file cannot take.
-RESERVED_DATABASE_NAMES = frozenset({"memory", "system", "temp"})
+# The database name of a read-only connection to the published file (connect_read_only).
+ATTACHED_NAME = "warehouse"
 
 
 @dataclass(frozen=True)
@@ -336,13 +336,13 @@ def _attach_read_only(path: Path, config: dict[str, str]) -> duckdb.DuckDBPyConn
     ``duckdb.connect(path)`` shares one open database per file within a process: while any
     connection to the path is still open there, a new one is handed that database, and so
     keeps reading a file a refresh has since replaced. An attachment opens the file now.
-    It is named like the file (``warehouse`` for warehouse.duckdb), as a connection is.
+    It is always named ``warehouse``: a name taken from the file could be one DuckDB keeps
+    for itself (main.duckdb, temp.duckdb, Memory.duckdb, …) and fail to attach.
     """
     con = duckdb.connect(":memory:", config=config)
-    name = identifier(path.stem if path.stem not in RESERVED_DATABASE_NAMES else "warehouse")
     try:
-        con.execute(f"ATTACH {literal(str(path))} AS {name} (READ_ONLY)")
-        con.execute(f"USE {name}")
+        con.execute(f"ATTACH {literal(str(path))} AS {ATTACHED_NAME} (READ_ONLY)")
+        con.execute(f"USE {ATTACHED_NAME}")
     except duckdb.Error:
         con.close()
         raise
