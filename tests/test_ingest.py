@@ -405,7 +405,15 @@ def test_an_income_header_in_dollars_is_refused(con, write_csv, income):
     )
 
 
-@pytest.mark.parametrize("income", ["Annual Income (k$)", "Annual Income (K $)", "annual_income"])
+@pytest.mark.parametrize(
+    "income",
+    [
+        "Annual Income (k$)",
+        "Annual Income (K $)",
+        "Annual Income ($k)",
+        "annual_income",
+    ],
+)
 def test_an_income_header_in_thousands_is_accepted(con, write_csv, income):
     path = write_csv(f"CustomerID,Gender,Age,{income},Spending Score\n0001,Male,19,15,39\n")
     assert stage_customers(con, path, "run-1").n_customers == 1
