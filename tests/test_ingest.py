@@ -351,6 +351,13 @@ def test_directory_as_source(con, tmp_path):
             "LF",
             "CRLF",
         ),
+        (  # Excel: CRLF records, a line break inside a quoted cell is LF: the cell's own
+            f'{KAGGLE_HEADER},note\r\n0001,Male,19,15,39,"two\nlines"\r\n'
+            "0002,Male,21,15,81,x\r\n0003,Male,20,16,6,y\n0004,Male,20,16,6,z\n",
+            5,
+            "LF",
+            "CRLF",
+        ),
     ],
 )
 def test_mixed_line_endings_name_the_first_line_that_differs(

@@ -317,26 +317,30 @@ def explain_undecodable_line(source: Path, line: int, header: SourceHeader) -> I
 
 
 def explain_mixed_line_endings(source: Path) -> InputError | None:
-    """The first line whose ending (CRLF or LF) differs from the first line's, or None.
+    """The first line ending a record with another line ending (CRLF or LF) than the header's.
 
     DuckDB's reader detects the line ending on the first line; a row pasted in from another
     system later in the file stops it with "The CSV Parser state machine reached an invalid
-    state", which names no line. Only read on that error.
+    state", which names no line. Line breaks inside quoted values are the value's, not
+    record ends, so they are skipped. Only read on that error.
     """
-    with source.open("rb") as handle:
-        first = handle.readline()
-        expected = b"\r\n" if first.endswith(b"\r\n") else b"\n"
-        for number, line in enumerate(handle, start=2):
-            if not line.endswith(b"\n"):
-                return None  # the last line, without a line break
-            if line.endswith(b"\r\n") != (expected == b"\r\n"):
-                found, before = ("CRLF", "LF") if expected == b"\n" else ("LF", "CRLF")
-                return InputError(
-                    source,
-                    f"mixed line endings: this line ends with {found}, the lines before it "
-                    f"with {before}; save the file with one kind of line ending",
-                    line=number,
-                )
+    lines = _lines_outside_quotes(source)
+    _, header = next(lines, (1, b""))
+    crlf = header.endswith(b"\r\n")
+    for number, line in lines:
+        if not line.endswith(b"\n"):
+            return None  # the last line, without a line break
+        text = line.removesuffix(b"\n").removesuffix(b"\r")
+        if b'"' in line and _OPENS_QUOTE.fullmatch(text):
+            continue  # the record goes on inside a quoted value
+        if line.endswith(b"\r\n") != crlf:
+            found, before = ("CRLF", "LF") if not crlf else ("LF", "CRLF")
+            return InputError(
+                source,
+                f"mixed line endings: this line ends with {found}, the lines before it "
+                f"with {before}; save the file with one kind of line ending",
+                line=number,
+            )
     return None
 
 
