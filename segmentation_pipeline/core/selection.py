@@ -25,7 +25,7 @@ Choice rule:
    (kmeans, then gmm, then ward: k-means optimises exactly the nearest-centroid objective
    that is deployed, the others only approximate it).
 4. If no candidate is eligible, the same rule runs over all candidates and the result says
-   that the choice is not stable (``rule`` starts its reason with ``UNSTABLE_CHOICE``).
+   that the choice is not stable (``rule`` says so, with ``UNSTABLE_CHOICE``).
 
 Centroids are returned in a canonical order (lexicographic by rounded coordinates), so label
 switching between runs never changes the output.
