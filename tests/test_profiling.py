@@ -7,6 +7,7 @@ import pytest
 from sklearn.cluster import KMeans
 
 from segmentation_pipeline.core.profiling import (
+    NAMED,
     build_profiles,
     level_of,
     previous_levels,
@@ -394,3 +395,46 @@ def test_same_input_and_same_previous_run_give_the_same_names():
     again = profile_records(records[::-1], OVERALL, AGE_INCOME_SPENDING, previous[::-1])
     assert first == again
     assert len({r["segment_name"] for r in first}) == 4
+
+
+INCOME_SPENDING = ("annual_income", "spending_score")
+
+
+def test_a_mention_of_a_feature_not_clustered_on_holds_within_the_margin():
+    """Age enters a name on income and spending from |z| 0.75. A kept segment named
+    'Young' at z -0.76 lost the word at -0.74 though nothing about it changed."""
+    stats = crafted_stats([low_low_at_age(1, -0.70), low_low_at_age(2, -0.80)])
+    previous = {
+        1: {NAMED: "age,annual_income,spending_score"},  # it was named young
+        2: {NAMED: "annual_income,spending_score"},  # it was not
+    }
+
+    profiles = build_profiles(stats, OVERALL, INCOME_SPENDING, previous)
+
+    assert list(profiles["segment_name"]) == [
+        "Young, low income, low spending",  # held down to |z| 0.65
+        "Low income, low spending",  # added only from |z| 0.85
+    ]
+    assert list(profiles["name_traits"]) == [
+        "age,annual_income,spending_score",
+        "annual_income,spending_score",
+    ]
+
+
+def test_a_mention_beyond_the_margin_changes_and_new_segments_use_the_plain_threshold():
+    gone = build_profiles(
+        crafted_stats([low_low_at_age(1, -0.60)]),
+        OVERALL,
+        INCOME_SPENDING,
+        {1: {NAMED: "age,annual_income,spending_score"}},
+    )
+    new = build_profiles(crafted_stats([low_low_at_age(1, -0.76)]), OVERALL, INCOME_SPENDING)
+
+    assert list(gone["segment_name"]) == ["Low income, low spending"]
+    assert list(new["segment_name"]) == ["Young, low income, low spending"]
+
+
+def test_the_features_a_name_mentioned_are_read_back_for_the_next_run():
+    rows = [{"segment_id": 3, "z_age": -0.7, "name_traits": "age,annual_income,spending_score"}]
+    assert previous_levels(rows)[3][NAMED] == "age,annual_income,spending_score"
+    assert NAMED not in previous_levels([{"segment_id": 3, "z_age": -0.7}])[3]  # older rows

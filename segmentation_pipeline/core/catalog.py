@@ -138,6 +138,8 @@ CATALOG: dict[str, Described] = {
                 "recommendation rest on (from the z-score, with hysteresis for kept segments)."
                 for feature in ("age", "annual_income", "spending_score", "gender")
             },
+            "name_traits": "Features the segment's name was built from (comma-separated), "
+            "kept so the next run names the segment with hysteresis.",
             **_profile_columns(),
         },
     ),

@@ -68,8 +68,10 @@ REQUIRED_OVERALL: tuple[str, ...] = (
 HIGH, AVERAGE, LOW = "high", "average", "low"
 LEVELS: tuple[str, ...] = (HIGH, AVERAGE, LOW)
 
-# Each segment's trait levels in the previous run, by segment id, then feature.
+# Each segment's trait levels in the previous run, by segment id, then feature; under NAMED,
+# the features its name mentioned (comma-separated), where the previous run recorded them.
 PreviousLevels = Mapping[int, Mapping[str, str]]
+NAMED = "named"
 
 # The segment mean of each feature, and how it reads in a name that needs it to differ.
 MEAN_COLUMNS: dict[str, str] = {
@@ -151,6 +153,7 @@ class Trait:
     level: str
     phrase: str
     mean: float
+    named_before: bool | None = None  # the previous run's name mentioned it (None: no record)
 
 
 def build_profiles(
@@ -182,6 +185,7 @@ def build_profiles(
     ]
     for feature in TRAIT_ORDER:
         profiles[f"level_{feature}"] = [t[feature].level for t in traits]
+    profiles["name_traits"] = [",".join(name_features(t, features)) for t in traits]
     profiles["segment_name"] = unique_names(traits, list(profiles["segment_id"]), features)
     profiles["recommendation"] = [recommend(t) for t in traits]
     return profiles
@@ -213,6 +217,8 @@ def previous_levels(previous: Sequence[Mapping[str, Any]]) -> dict[int, dict[str
             feature: stored_level(row.get(f"level_{feature}"), row.get(f"z_{feature}"))
             for feature in TRAIT_ORDER
         }
+        if isinstance(row.get("name_traits"), str):
+            levels[int(row["segment_id"])][NAMED] = row["name_traits"]
     return levels
 
 
@@ -304,14 +310,29 @@ def row_traits(row: pd.Series, previous: Mapping[str, str] | None = None) -> dic
     """All four traits of one segment, keyed by feature; ``previous`` holds the segment's
     levels in the previous run, if it was there (a feature missing from it: plain threshold)."""
     female_share = float(row["female_share"]) if pd.notna(row["female_share"]) else 0.5
+    named = (previous or {}).get(NAMED)
     traits = {}
     for feature in TRAIT_ORDER:
         z = float(row[f"z_{feature}"])
         level = level_of(z, (previous or {}).get(feature))
         mean = float(row[MEAN_COLUMNS[feature]])
         phrase = trait_phrase(feature, level, female_share)
-        traits[feature] = Trait(feature, z, level, phrase, mean)
+        before = None if named is None else feature in named.split(",")
+        traits[feature] = Trait(feature, z, level, phrase, mean, before)
     return traits
+
+
+def is_distinctive(trait: Trait) -> bool:
+    """Whether a feature the model did not cluster on is worth naming: |z| from the
+    secondary threshold; for a segment whose previous name is on record, with the same
+    hysteresis as the levels (kept down to the threshold less the margin, added from the
+    threshold plus it), so a z-score wandering around it does not rename the segment."""
+    z = abs(trait.z)
+    if trait.named_before is None:
+        return z >= SECONDARY_THRESHOLD
+    if trait.named_before:
+        return z >= SECONDARY_THRESHOLD - HYSTERESIS_MARGIN
+    return z >= SECONDARY_THRESHOLD + HYSTERESIS_MARGIN
 
 
 def name_features(traits: Mapping[str, Trait], features: Sequence[str]) -> list[str]:
@@ -327,7 +348,7 @@ def name_features(traits: Mapping[str, Trait], features: Sequence[str]) -> list[
         if feature in features:
             keep = feature in ALWAYS_DESCRIBED or trait.level != AVERAGE
         else:
-            keep = abs(trait.z) >= SECONDARY_THRESHOLD
+            keep = is_distinctive(trait)
         if keep:
             chosen.append(feature)
     return chosen

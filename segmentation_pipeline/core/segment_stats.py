@@ -23,6 +23,8 @@ EXACT_MEDIAN_LIMIT = 10_000_000
 # to warehouses written before they existed, at the end, where a new table has them too.
 LEVEL_FEATURES = ("age", "annual_income", "spending_score", "gender")
 LEVEL_COLUMNS = tuple(f"level_{feature}" for feature in LEVEL_FEATURES)
+# And the features each name mentioned, for the hysteresis of a mention (profiling.NAMED).
+STATE_COLUMNS = (*LEVEL_COLUMNS, "name_traits")
 
 PROFILE_COLUMNS = (
     "run_id",
@@ -45,7 +47,7 @@ PROFILE_COLUMNS = (
     "z_annual_income",
     "z_spending_score",
     "z_gender",
-    *LEVEL_COLUMNS,
+    *STATE_COLUMNS,
 )
 
 
@@ -126,7 +128,7 @@ def previous_profiles(con: duckdb.DuckDBPyConnection, run_id: str) -> list[dict[
     the model in ``segmentation_runs``), so a segment id found here is a kept segment.
     """
     ensure_profile_table(con)
-    columns = ", ".join(f"p.z_{f}, p.level_{f}" for f in LEVEL_FEATURES)
+    columns = ", ".join([*(f"p.z_{f}, p.level_{f}" for f in LEVEL_FEATURES), "p.name_traits"])
     return _records(
         con.execute(
             f"SELECT p.segment_id, {columns} FROM segment_profiles p "  # noqa: S608 - fixed names
@@ -138,7 +140,8 @@ def previous_profiles(con: duckdb.DuckDBPyConnection, run_id: str) -> list[dict[
 
 
 def ensure_profile_table(con: duckdb.DuckDBPyConnection) -> None:
-    """Create `segment_profiles`, or add the level columns to one written before them."""
+    """Create `segment_profiles`, or add the naming-state columns (levels, name_traits) to
+    one written before them."""
     con.execute(
         """CREATE TABLE IF NOT EXISTS segment_profiles (
             run_id VARCHAR, segment_id INTEGER, segment_name VARCHAR, n_customers BIGINT,
@@ -148,7 +151,7 @@ def ensure_profile_table(con: duckdb.DuckDBPyConnection) -> None:
             std_annual_income DOUBLE, std_spending_score DOUBLE, z_age DOUBLE,
             z_annual_income DOUBLE, z_spending_score DOUBLE, z_gender DOUBLE)"""
     )
-    for column in LEVEL_COLUMNS:
+    for column in STATE_COLUMNS:
         con.execute(f"ALTER TABLE segment_profiles ADD COLUMN IF NOT EXISTS {column} VARCHAR")
 
 
