@@ -80,6 +80,15 @@ def test_spark_algorithms_follow_the_setting():
 # --- ingest: the local engine's bad inputs give the same outcome -------------------------------
 
 EXTRA_INPUTS: dict[str, str | bytes] = {
+    "a CRLF row in an LF file": (
+        f"{KAGGLE_HEADER}\n0001,Male,19,15,39\n0002,Male,21,15,81\r\n0003,Male,20,16,6\n"
+    ),
+    "an LF last row in a CRLF file": (
+        f"{KAGGLE_HEADER}\r\n0001,Male,19,15,39\r\n0002,Female,21,15,81\n"
+    ),
+    "a CRLF file without a final line break": (
+        f"{KAGGLE_HEADER}\r\n0001,Male,19,15,39\r\n0002,Female,21,15,81"
+    ),
     "no-break spaces around text": (
         f"{KAGGLE_HEADER}\n{GOOD}\u00a00009\u00a0,\u00a0Female\u2003,30,40,50\n"
         "0009,Female,30,40,50\n0010,\u00a0,30,40,50\n"

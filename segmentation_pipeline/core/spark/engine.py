@@ -16,7 +16,12 @@ from segmentation_pipeline.core.errors import InputError
 from segmentation_pipeline.core.features import FeatureScaling, constant_features_message
 from segmentation_pipeline.core.ingest import IngestSummary
 from segmentation_pipeline.core.selection import ModelSelection
-from segmentation_pipeline.core.source_file import check_source_file, digest_source, read_header
+from segmentation_pipeline.core.source_file import (
+    check_source_file,
+    digest_source,
+    explain_mixed_line_endings,
+    read_header,
+)
 from segmentation_pipeline.core.spark.assignment import FEATURES, pick, scaled_columns, with_nearest
 from segmentation_pipeline.core.spark.files import hadoop_uri, parquet_glob, spark_folder
 from segmentation_pipeline.core.spark.ingest import (
@@ -51,6 +56,8 @@ class SparkEngine:
         with ThreadPoolExecutor(max_workers=1) as pool:
             digest = pool.submit(digest_source, source)  # checksum and size, while Spark reads
             staging.write()
+            if staging.may_mix_line_endings() and (mixed := explain_mixed_line_endings(source)):
+                raise mixed
             n_rows = raise_for_malformed_rows(con, source, header, staging)
             if n_rows == 0:
                 raise InputError(source, "the file has a header but no customer rows", line=2)

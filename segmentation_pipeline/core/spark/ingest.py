@@ -63,6 +63,7 @@ class Staging:
         self.spans = _Spans()
         self.n_lines = 0
         self.n_openers = 0
+        self.n_crlf = 0  # lines ending with CRLF (Spark splits at LF and keeps the CR)
 
     # ---------------------------------------------------------------- physical lines
 
@@ -92,12 +93,14 @@ class Staging:
             F.count("*").alias("n"),
             F.min("row_id").alias("first"),
             F.count_if(opens).alias("openers"),
+            F.count_if(F.col("raw").endswith("\r")).alias("crlf"),
         )
         shift: dict[int, int] = {}
         for block in blocks.orderBy("block").collect():
             shift[block.block] = self.n_lines + 1 - block.first
             self.n_lines += block.n
             self.n_openers += block.openers
+            self.n_crlf += block.crlf
         mapping = F.create_map(*[F.lit(v).cast("long") for pair in shift.items() for v in pair])
         return raw.select(
             (F.col("row_id") + mapping[F.col("block")]).alias("line_number"),
@@ -106,6 +109,19 @@ class Staging:
             "utf8",
             opens.alias("opens"),
         )
+
+    def may_mix_line_endings(self) -> bool:
+        """Whether some line ends otherwise than the header (DuckDB's reader, in the local
+        engine, stops at such a line; Spark would read on). Counted in the lines' pass; only
+        then is the file walked in Python to find the line (a CRLF file without a final line
+        break has one line without CR, its last)."""
+        with self.source.open("rb") as handle:
+            header_crlf = handle.readline().endswith(b"\r\n")
+            handle.seek(-1, 2)
+            ends_with_break = handle.read(1) == b"\n"
+        if not header_crlf:
+            return self.n_crlf > 0
+        return self.n_crlf < self.n_lines - (0 if ends_with_break else 1)
 
     # ---------------------------------------------------------------- records
 
