@@ -14,6 +14,7 @@ import duckdb
 
 from segmentation_pipeline.core import history
 from segmentation_pipeline.core.schema import CANONICAL_COLUMNS, Column
+from segmentation_pipeline.core.warehouse import has_table
 
 _EXAMPLES = 5
 
@@ -174,10 +175,7 @@ def customer_count_kept(
     current = con.execute(
         "SELECT source FROM ingest_runs WHERE run_id = $run_id", {"run_id": run_id}
     ).fetchone()
-    has_runs = con.execute(
-        "SELECT count(*) FROM duckdb_tables() WHERE table_name = 'segmentation_runs'"
-        " AND schema_name = current_schema()"
-    ).fetchone()[0]
+    has_runs = has_table(con, "segmentation_runs")
     if current is None or not has_runs or history.previous_run_id(con, run_id) is None:
         return CheckOutcome(True, "no previous run to compare the customer count with", metadata)
     source = current[0]

@@ -233,11 +233,7 @@ class Warehouse:
             return False
         con = self.connect_read_only()
         try:
-            has_runs = con.execute(
-                "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
-                "AND schema_name = 'main' AND table_name = 'segmentation_runs'"
-            ).fetchone()[0]
-            return bool(has_runs) and bool(
+            return has_table(con, "segmentation_runs") and bool(
                 con.execute(
                     "SELECT count(*) FROM segmentation_runs WHERE run_id = $run_id",
                     {"run_id": run_id},
@@ -311,6 +307,18 @@ class Warehouse:
                 return _without_progress_bar(con)
             con.close()
         return _without_progress_bar(_attach_read_only(self.path, config))
+
+
+def has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
+    """Whether the connection's current database and schema hold a table of that name (a
+    warehouse's first run, or one written by an older version, may not)."""
+    return bool(
+        con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE database_name = current_database() "
+            "AND schema_name = current_schema() AND table_name = $name",
+            {"name": name},
+        ).fetchone()[0]
+    )
 
 
 def _attach_published(con: duckdb.DuckDBPyConnection, path: Path) -> None:
