@@ -259,6 +259,10 @@ FAILING_INPUTS = {
         f"{KAGGLE_HEADER}\n{GOOD}0003,Male\n",
         ("line 4, value '0003,Male'", "Expected Number of Columns: 5 Found: 2"),
     ),
+    "line of spaces": (
+        f"{KAGGLE_HEADER}\n{GOOD}  \t \n0003,Male,30,15,39\n",
+        "line 4: the line holds only spaces or tabs, not a customer row; delete it",
+    ),
 }
 
 

@@ -29,6 +29,7 @@ from segmentation_pipeline.core.source_file import (
     digest_source,
     explain_mixed_line_endings,
     explain_undecodable_line,
+    explain_whitespace_line,
     physical_line,
     read_header,
     record_start_lines,
@@ -177,9 +178,8 @@ def _load_staging_table(con: duckdb.DuckDBPyConnection, source: Path, header: So
         worded = csv_error(source, error)
         if worded.line is not None:  # DuckDB counts a multi-line record as one line
             line = physical_line(source, worded.line)
-            worded = InputError(source, worded.reason, line=line, value=worded.value)
-            if NOT_UTF8 in worded.reason:
-                worded = explain_undecodable_line(source, line, header) or worded
+            located = InputError(source, worded.reason, line=line, value=worded.value)
+            worded = explain_broken_line(source, header, located)
         elif "state machine reached an invalid state" in worded.reason:
             worded = explain_mixed_line_endings(source) or worded
         raise worded from None
@@ -437,6 +437,16 @@ def record_ingest_run(con: duckdb.DuckDBPyConnection, summary: IngestSummary, ru
             "duplicates": summary.n_duplicates_collapsed,
         },
     )
+
+
+def explain_broken_line(source: Path, header: SourceHeader, error: InputError) -> InputError:
+    """DuckDB's error at a physical line, explained from the line's bytes where they tell
+    more: the column of a byte that is not UTF-8, or a line of only spaces."""
+    if error.line is None:
+        return error
+    if NOT_UTF8 in error.reason:
+        return explain_undecodable_line(source, error.line, header) or error
+    return explain_whitespace_line(source, error.line) or error
 
 
 def csv_error(source: Path, error: duckdb.Error) -> InputError:

@@ -316,6 +316,26 @@ def explain_undecodable_line(source: Path, line: int, header: SourceHeader) -> I
     )
 
 
+def explain_whitespace_line(source: Path, line: int) -> InputError | None:
+    """Physical line ``line`` holds only spaces or tabs: say so, instead of DuckDB's
+    "Expected Number of Columns: 5 Found: 1".
+
+    The reader skips empty lines but reads a line of spaces as a row of one field; such a
+    line is usually left over from hand editing, and the fix is to delete it. None when
+    the line holds anything else.
+    """
+    with source.open("rb") as handle:
+        raw = next(islice(handle, line - 1, None), b"").rstrip(b"\r\n")
+    if not raw or raw.strip(b" \t"):
+        return None
+    return InputError(
+        source,
+        "the line holds only spaces or tabs, not a customer row; delete it (empty lines "
+        "are skipped)",
+        line=line,
+    )
+
+
 def explain_mixed_line_endings(source: Path) -> InputError | None:
     """The first line ending a record with another line ending (CRLF or LF) than the header's.
 

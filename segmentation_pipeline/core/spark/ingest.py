@@ -19,7 +19,6 @@ from segmentation_pipeline.core.schema import CANONICAL_COLUMNS, MISSING_TOKENS,
 from segmentation_pipeline.core.source_file import (
     SourceDigest,
     SourceHeader,
-    explain_undecodable_line,
 )
 from segmentation_pipeline.core.spark.dialect import (
     OPENS,
@@ -470,9 +469,7 @@ def _malformed_row_error(
         worded = ingest.csv_error(source, error)
         at = line + worded.line - 2 if worded.line is not None else None
         located = InputError(source, worded.reason, line=at, value=worded.value)
-        if at is not None and ingest.NOT_UTF8 in worded.reason:
-            return explain_undecodable_line(source, at, header) or located
-        return located
+        return ingest.explain_broken_line(source, header, located)
     finally:
         sample.unlink(missing_ok=True)
     text = _raw_lines(source, line, last, _MALFORMED_ROW_BYTES)
