@@ -23,6 +23,7 @@ from tests.conftest import (
     published_segments,
     subprocess_env,
 )
+from tests.test_warehouse import BUSY_REASON, HOLD_READ_WRITE
 
 CLI = REPO_ROOT / ".venv" / "bin" / "segmentation"
 # Root reads and writes anywhere; without the capabilities to override file modes it does not.
@@ -207,6 +208,28 @@ def test_sql_on_a_file_that_is_not_a_warehouse_says_so(published):
     assert done.stderr == (
         f"segmentation sql: {published['source'].resolve()} is not a DuckDB database file (the "
         "warehouse is the published .duckdb file, not the input CSV)\n"
+    )
+
+
+def test_sql_names_the_process_that_holds_the_warehouse_open_read_write(published, tmp_path):
+    """A GUI's default `duckdb.connect(path)` locks the file: `sql` showed DuckDB's "Could
+    not set lock on file" without saying what to do."""
+    warehouse = tmp_path / "warehouse.duckdb"
+    shutil.copyfile(published["warehouse"], warehouse)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", HOLD_READ_WRITE, str(warehouse)], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline() == "open\n"  # type: ignore[union-attr]
+        done = segmentation("sql", "SELECT 1", "--warehouse", warehouse, env=subprocess_env())
+    finally:
+        holder.kill()
+        holder.wait()
+
+    assert done.returncode == 1
+    assert done.stderr == (
+        f"segmentation sql: {warehouse} is open read-write in another process "
+        f"({Path(sys.executable).resolve().name}, PID {holder.pid}): {BUSY_REASON}\n"
     )
 
 

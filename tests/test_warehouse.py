@@ -23,6 +23,12 @@ print("open", flush=True)
 time.sleep(60)
 """
 
+BUSY_REASON = (
+    "no other process can read it until that connection closes (a refresh, `segmentation "
+    "sql` and the report need every other connection to be read-only). Close that "
+    "connection, or connect with read_only=True (the duckdb command line: -readonly)"
+)
+
 
 def build(warehouse: Warehouse, run_id: str, n_rows: int) -> None:
     with warehouse.work_connection(run_id) as con:
@@ -232,9 +238,7 @@ def test_a_refresh_names_the_process_that_holds_the_warehouse_open_read_write(tm
 
     assert str(error.value) == (
         f"{warehouse.path} is open read-write in another process "
-        f"({Path(sys.executable).resolve().name}, PID {holder.pid}): a refresh can read it "
-        "only while every other connection is read-only. Close that connection, or connect "
-        "with read_only=True (the duckdb command line: -readonly)"
+        f"({Path(sys.executable).resolve().name}, PID {holder.pid}): {BUSY_REASON}"
     )
     assert not warehouse.work_path("run-2").exists()
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import duckdb
+
 
 class InputError(Exception):
     """The input file cannot be used as a whole: missing, empty, malformed or unreadable.
@@ -46,9 +48,11 @@ class SourceChangedError(InputError):
     other input errors it can pass by itself, so the step is retried."""
 
 
-class WarehouseBusyError(Exception):
-    """Another process holds the published warehouse open read-write, so a refresh cannot
-    read it. It passes when that connection closes, so the step is retried."""
+class WarehouseBusyError(duckdb.IOException):
+    """Another process holds the published warehouse open read-write, so neither a refresh
+    nor a reader can open it. DuckDB's own "Could not set lock on file", worded with the fix;
+    still a ``duckdb.IOException`` for the callers that handle those. It passes when that
+    connection closes, so a step that meets it is retried."""
 
 
 class PublishError(Exception):

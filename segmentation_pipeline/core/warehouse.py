@@ -322,20 +322,26 @@ def has_table(con: duckdb.DuckDBPyConnection, name: str) -> bool:
 
 
 def _attach_published(con: duckdb.DuckDBPyConnection, path: Path) -> None:
-    """Attach the published warehouse read-only as ``published``, naming the process that
-    keeps a refresh from it (DuckDB's "Could not set lock on file")."""
+    """Attach the published warehouse read-only as ``published``."""
     try:
         con.execute(f"ATTACH {literal(str(path))} AS published (READ_ONLY)")
     except duckdb.IOException as error:
-        holder = re.search(r"Conflicting lock is held in (.*?) \(PID (\d+)\)", str(error))
-        if holder is None:
-            raise
-        raise WarehouseBusyError(
-            f"{path} is open read-write in another process ({Path(holder[1]).name}, PID "
-            f"{holder[2]}): a refresh can read it only while every other connection is "
-            "read-only. Close that connection, or connect with read_only=True (the duckdb "
-            "command line: -readonly)"
-        ) from None
+        raise _busy_error(path, error) or error from None
+
+
+def _busy_error(path: Path, error: duckdb.IOException) -> WarehouseBusyError | None:
+    """DuckDB's "Could not set lock on file" worded with its cause and fix, naming the
+    process that holds the file open read-write; None for any other error."""
+    holder = re.search(r"Conflicting lock is held in (.*?) \(PID (\d+)\)", str(error))
+    if holder is None:
+        return None
+    return WarehouseBusyError(
+        f"{path} is open read-write in another process ({Path(holder[1]).name}, PID "
+        f"{holder[2]}): no other process can read it until that connection closes (a "
+        "refresh, `segmentation sql` and the report need every other connection to be "
+        "read-only). Close that connection, or connect with read_only=True (the duckdb "
+        "command line: -readonly)"
+    )
 
 
 def _attach_read_only(path: Path, config: dict[str, str]) -> duckdb.DuckDBPyConnection:
@@ -351,6 +357,9 @@ def _attach_read_only(path: Path, config: dict[str, str]) -> duckdb.DuckDBPyConn
     try:
         con.execute(f"ATTACH {literal(str(path))} AS {ATTACHED_NAME} (READ_ONLY)")
         con.execute(f"USE {ATTACHED_NAME}")
+    except duckdb.IOException as error:
+        con.close()
+        raise _busy_error(path, error) or error from None
     except duckdb.Error:
         con.close()
         raise
