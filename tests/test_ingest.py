@@ -175,6 +175,27 @@ def test_spaces_around_values_are_trimmed_before_the_rules(con, write_csv):
     assert all(reason.endswith("missing value") for _, _, _, reason in rows)
 
 
+def test_tabs_and_zero_width_characters_around_values_are_stripped(con, write_csv):
+    """Text copied from a web page or a word processor carries invisible characters, and a
+    hand-edited file tabs: "\u200b0002" and "0002\t" were customers of their own beside
+    "0002", and "Female\t" was not counted as female."""
+    zwsp, bom, joiner = "\u200b", "\ufeff", "\u2060"
+    text = (
+        f"{KAGGLE_HEADER}\n"
+        "0002,Female,21,15,81\n"
+        f"{zwsp}0002{zwsp},Female,21,15,81\n"  # the same customer: collapses
+        f"0002\t,\tFemale {bom},{zwsp}21,15{joiner},81\n"  # the same customer: collapses
+        f"0003,Male,{zwsp} \u00a0{zwsp},40,50\n"  # age: only padding, so missing
+    )
+    summary = stage_customers(con, write_csv(text), "run-1")
+
+    assert con.execute("SELECT * FROM customers").fetchall() == [("0002", "Female", 21, 15.0, 81)]
+    assert summary.n_duplicates_collapsed == 2
+    assert [(line, column, reason) for line, column, _, reason in rejected(con)] == [
+        (5, "age", f"age: '{zwsp} \u00a0{zwsp}' missing value")
+    ]
+
+
 def test_every_broken_rule_of_a_row_is_named(con, write_csv):
     stage_customers(con, write_csv(f"{KAGGLE_HEADER}\n0009,Male,-5,40,101\n"), "run-1")
     [(line, column, value, reason)] = rejected(con)

@@ -93,6 +93,11 @@ EXTRA_INPUTS: dict[str, str | bytes] = {
         f"{KAGGLE_HEADER}\n{GOOD}\u00a00009\u00a0,\u00a0Female\u2003,30,40,50\n"
         "0009,Female,30,40,50\n0010,\u00a0,30,40,50\n"
     ),
+    "tabs and zero-width characters around values": (
+        f"{KAGGLE_HEADER}\n{GOOD}\u200b0002\u200b,Female,21,15.5,81\n"
+        "0002\t,\tFemale\ufeff,\u200b21,15.5\u2060,81\n0009,Male,\u200b \u00a0,40,50\n"
+        "0010,\u200c,30,40,50\n0011,Male,\u200d3\u200d0\u200d,40,50\n"
+    ),
     "empty spreadsheet rows": (
         f'{KAGGLE_HEADER}\n{GOOD},,,,\n"","",,,\n0009,Male,-1,40,50\n,,,,\n'
     ),

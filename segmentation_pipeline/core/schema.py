@@ -71,6 +71,14 @@ HEADER_ALIASES: dict[str, str] = {
     "spendingscore1100": "spending_score",
 }
 
+# What is stripped from around every value, in both engines: ASCII white space (a tab too),
+# every Unicode space separator (a no-break space too: DuckDB's trim() strips those alone) and
+# the invisible characters that copying from web pages and word processors leaves (zero-width
+# space and joiners, word joiner, a byte order mark). "\u200b0002" is customer "0002".
+UNICODE_SPACES = " \u00a0\u1680" + "".join(map(chr, range(0x2000, 0x200B))) + "\u202f\u205f\u3000"
+ZERO_WIDTH = "\u200b\u200c\u200d\u2060\ufeff"
+VALUE_PADDING: str = "\t\n\x0b\x0c\r" + UNICODE_SPACES + ZERO_WIDTH
+
 # Text values that mean "no value" in exported spreadsheets (#N/A: a failed lookup in Excel
 # or Sheets), database dumps (\N: MySQL, PostgreSQL COPY) and pandas (<NA>).
 MISSING_TOKENS: tuple[str, ...] = (

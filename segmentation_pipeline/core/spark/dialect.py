@@ -6,7 +6,7 @@ from __future__ import annotations
 from pyspark.sql import Column as SparkColumn
 from pyspark.sql import functions as F
 
-from segmentation_pipeline.core.schema import Column
+from segmentation_pipeline.core.schema import VALUE_PADDING, Column
 from segmentation_pipeline.core.source_file import CSV_FIELD, CSV_OPENS_QUOTE, CSV_STAYS_IN_QUOTE
 
 # --------------------------------------------------------------------------- CSV grammar
@@ -17,15 +17,16 @@ OPENS = rf"^{CSV_OPENS_QUOTE}\z"
 STAYS_OPEN = rf"^{CSV_STAYS_IN_QUOTE}\z"
 _FIELD_TOKENS = rf"\G({CSV_FIELD}),"
 _QUOTED_CONTENT = r'^ ?"((?:[^"]++|"")*+)" *+\z'
-# DuckDB's DOUBLE syntax after trim(): surrounding white space, '+-' allowed, no suffixes.
-_SPACE = r"[\t\n\x0B\f\r\p{Zs}]"
+# The padding stripped from around values (schema.VALUE_PADDING) as a character class.
+_SPACE = "[" + "".join(f"\\u{ord(c):04X}" for c in VALUE_PADDING) + "]"
+# DuckDB's DOUBLE syntax after the padding is stripped: '+-' allowed, no suffixes.
 _NUMBER = rf"^{_SPACE}*\+?(-?(?:[0-9]++\.?[0-9]*+|\.[0-9]++)(?:[eE][+-]?[0-9]++)?){_SPACE}*+\z"
 
 
-def duckdb_trim(text: SparkColumn) -> SparkColumn:
-    """The text without the spaces DuckDB's trim() removes: every Unicode space separator
-    (a no-break space too), where Spark's trim removes only ASCII spaces."""
-    return F.regexp_replace(text, r"^\p{Zs}++|\p{Zs}++\z", "")
+def unpadded(text: SparkColumn) -> SparkColumn:
+    """The text without the padding the local engine strips (schema.VALUE_PADDING: white
+    space, Unicode spaces, zero-width characters), where Spark's trim removes only spaces."""
+    return F.regexp_replace(text, rf"^{_SPACE}++|{_SPACE}++\z", "")
 
 
 def is_plain(text: SparkColumn) -> SparkColumn:
@@ -49,6 +50,6 @@ def unquoted_value(token: SparkColumn, plain: SparkColumn) -> SparkColumn:
 
 
 def duckdb_number(column: Column) -> SparkColumn:
-    """The value as a DOUBLE where DuckDB's TRY_CAST(trim(value) AS DOUBLE) gives one."""
+    """The value as a DOUBLE where the local engine's TRY_CAST of the unpadded value gives one."""
     core = F.regexp_extract(F.trim(F.col(f"raw_{column.name}")), _NUMBER, 1)
     return F.when(core != "", core.try_cast("double"))

@@ -24,9 +24,9 @@ from segmentation_pipeline.core.spark.dialect import (
     OPENS,
     STAYS_OPEN,
     duckdb_number,
-    duckdb_trim,
     is_plain,
     split_fields,
+    unpadded,
     unquoted_value,
 )
 from segmentation_pipeline.core.spark.files import hadoop_uri, parquet_glob, parquet_scalar
@@ -364,7 +364,7 @@ def _checked_records(records: DataFrame, header: SourceHeader) -> DataFrame:
 def _problem(column: Column) -> SparkColumn:
     """Why a raw value breaks the column's rule (the local engine's reasons), or NULL."""
     raw = F.col(f"raw_{column.name}")
-    missing = raw.isNull() | F.lower(duckdb_trim(raw)).isin(list(MISSING_TOKENS))
+    missing = raw.isNull() | F.lower(unpadded(raw)).isin(list(MISSING_TOKENS))
     if column.kind == "text":
         return F.when(missing, F.lit("missing value"))
     value = F.col(f"number_{column.name}")
@@ -398,7 +398,7 @@ def _typed(column: Column) -> SparkColumn:
     """The value in its canonical type, NULL where the column's rule is broken."""
     raw = F.col(f"raw_{column.name}")
     if column.kind == "text":
-        return duckdb_trim(raw)
+        return unpadded(raw)
     spark_type = "int" if column.sql_type == "INTEGER" else "double"
     number = F.col(f"number_{column.name}")
     return F.when(F.col(f"problem_{column.name}").isNull(), number.cast(spark_type))
