@@ -127,7 +127,9 @@ def _run(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     from segmentation_pipeline.core.engine import spark_master_from_env
+    from segmentation_pipeline.core.errors import WarehousePathError
     from segmentation_pipeline.core.features import parse_features
+    from segmentation_pipeline.core.warehouse import Warehouse
     from segmentation_pipeline.runner import RunSetupError, run_segmentation_job
 
     if args.warehouse is not None:
@@ -156,6 +158,10 @@ def _run(args: argparse.Namespace) -> int:
         if getattr(args, name) is not None:
             settings[name] = getattr(args, name)
     problems = _invalid_settings(settings)
+    try:
+        Warehouse(locations.warehouse_path()).check_path()
+    except WarehousePathError as error:
+        problems.append(str(error))
     if problems:
         for problem in problems:
             print(f"segmentation run: {problem}", file=sys.stderr)
@@ -274,6 +280,9 @@ def _generate(args: argparse.Namespace) -> int:
 
     if args.rows <= 0:
         print("segmentation generate: --rows must be positive", file=sys.stderr)
+        return EXIT_USAGE
+    if args.seed < 0:  # numpy's generator takes non-negative seeds only
+        print("segmentation generate: --seed must be 0 or more", file=sys.stderr)
         return EXIT_USAGE
     if args.out.is_dir():
         print(f"segmentation generate: --out {args.out} is a folder; name a file", file=sys.stderr)

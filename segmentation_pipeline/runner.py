@@ -22,7 +22,9 @@ from segmentation_pipeline.core.process_identity import current_process_identity
 
 JOB_NAME = "segmentation_job"
 # Exceptions whose message is already written for the person running the pipeline.
-_USER_WORDED_ERRORS = frozenset({"InputError", "PublishError", "WarehouseBusyError"})
+_USER_WORDED_ERRORS = frozenset(
+    {"InputError", "PublishError", "WarehouseBusyError", "WarehousePathError"}
+)
 _INTERRUPT_ERRORS = frozenset({"DagsterExecutionInterruptedError", "KeyboardInterrupt"})
 _CHECKS_FAILED_ERROR = "DagsterAssetCheckFailedError"  # a blocking check's step
 

@@ -283,6 +283,54 @@ def test_invalid_settings_are_refused_before_the_run_starts(published, tmp_path)
     assert not warehouse.exists()
 
 
+def test_a_folder_or_a_csv_as_the_warehouse_is_refused_before_the_run_starts(published, tmp_path):
+    """A folder as --warehouse was retried for 20 s and ended in a traceback, leaving a lock
+    file and a work folder beside it; the input CSV as --warehouse failed with DuckDB's
+    "Cannot launch in-memory database in read-only mode!"."""
+    env = subprocess_env(
+        DAGSTER_HOME=tmp_path / "home", SEGMENTATION_SOURCE_CSV=published["source"]
+    )
+    folder = tmp_path / "warehouses"
+    folder.mkdir()
+    csv_file = published["source"].resolve()
+
+    into_folder = segmentation("run", "--warehouse", folder, env=env)
+    into_csv = segmentation("run", "--warehouse", csv_file, env=env)
+    query_folder = segmentation("sql", "SELECT 1", "--warehouse", folder, env=env)
+
+    assert (into_folder.returncode, into_csv.returncode, query_folder.returncode) == (2, 2, 1)
+    folder_reason = (
+        f"{folder} is a folder; the warehouse is a DuckDB file: name one, such as "
+        f"{folder / 'warehouse.duckdb'}\n"
+    )
+    assert into_folder.stderr == f"segmentation run: {folder_reason}"
+    assert query_folder.stderr == f"segmentation sql: {folder_reason}"
+    assert into_csv.stderr == (
+        f"segmentation run: {csv_file} is not a DuckDB database file (the warehouse is the "
+        "published .duckdb file, not the input CSV)\n"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["warehouses"]  # no lock, no run
+    assert not any(folder.iterdir())
+
+
+def test_generate_refuses_a_negative_seed(tmp_path):
+    done = segmentation(
+        "generate",
+        "--rows",
+        "10",
+        "--out",
+        tmp_path / "c.csv",
+        "--seed",
+        "-1",
+        env=subprocess_env(),
+    )
+    assert (done.returncode, done.stderr) == (
+        2,
+        "segmentation generate: --seed must be 0 or more\n",
+    )
+    assert not (tmp_path / "c.csv").exists()
+
+
 def test_the_summary_repeats_the_drift_warnings_and_says_when_no_model_was_stable(
     published, tmp_path, mall_csv
 ):

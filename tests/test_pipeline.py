@@ -288,6 +288,20 @@ def test_each_failure_names_file_line_and_reason_and_keeps_the_warehouse(
     assert file_sha256(published_mall) == before
 
 
+def test_a_folder_as_the_warehouse_fails_the_run_at_once_naming_it(mall_csv, tmp_path):
+    """Launched from the UI with the warehouse set to a folder: the ingest step failed on
+    DuckDB's "Is a directory", was retried twice (20 s) and left a lock file beside it."""
+    result = materialize(mall_csv, tmp_path)
+
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.event_type_value == "RESOURCE_INIT_FAILURE"]
+    assert f"{tmp_path} is a folder; the warehouse is a DuckDB file" in str(
+        failure.event_specific_data
+    )
+    assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert not (tmp_path.parent / f".{tmp_path.name}.lock").exists()
+
+
 def test_missing_path_and_directory_as_source(published_mall, tmp_path):
     before = file_sha256(published_mall)
     for source, message in ((tmp_path / "nope.csv", "file not found"), (tmp_path, "directory")):

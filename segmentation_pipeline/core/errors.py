@@ -55,5 +55,11 @@ class WarehouseBusyError(duckdb.IOException):
     connection closes, so a step that meets it is retried."""
 
 
+class WarehousePathError(duckdb.IOException):
+    """The warehouse path names a folder, or a file that is not a DuckDB database (the input
+    CSV given as the warehouse): a setting to correct, never retried. Still a
+    ``duckdb.IOException``, as DuckDB's own error for such a file was."""
+
+
 class PublishError(Exception):
     """The work database failed its last validation, so it was not published."""

@@ -25,7 +25,11 @@ from pathlib import Path
 import duckdb
 from filelock import FileLock, Timeout
 
-from segmentation_pipeline.core.errors import PublishError, WarehouseBusyError
+from segmentation_pipeline.core.errors import (
+    PublishError,
+    WarehouseBusyError,
+    WarehousePathError,
+)
 from segmentation_pipeline.core.sql_text import literal
 
 # Read-only connections made while a refresh renames its file into place (see
@@ -117,11 +121,18 @@ class Warehouse:
         finally:
             lock.release()
 
+    def check_path(self) -> None:
+        """Raise WarehousePathError when the path is a folder or a file that is not a DuckDB
+        database; a path that does not exist yet is fine (the first run creates it)."""
+        if self.path.exists():
+            _check_is_duckdb_file(self.path)
+
     def ensure_work_file(self, run_id: str) -> Path:
         """The run's work file, created on first use as a copy of the published warehouse."""
         work = self.work_path(run_id)
         if work.exists():
             return work
+        self.check_path()
         self.work_dir.mkdir(parents=True, exist_ok=True)
         if self.path.exists():
             partial = work.with_suffix(".copying")
@@ -367,12 +378,18 @@ def _attach_read_only(path: Path, config: dict[str, str]) -> duckdb.DuckDBPyConn
 
 
 def _check_is_duckdb_file(path: Path) -> None:
-    """Name a file that is not a DuckDB database (DuckDB 2.0 says "Cannot launch in-memory
-    database in read-only mode!" for a CSV file passed as the warehouse)."""
+    """Name a warehouse path that is a folder, or a file that is not a DuckDB database
+    (DuckDB 2.0 says "Cannot launch in-memory database in read-only mode!" for a CSV file
+    passed as the warehouse, and a folder ended in a traceback)."""
+    if path.is_dir():
+        raise WarehousePathError(
+            f"{path} is a folder; the warehouse is a DuckDB file: name one, such as "
+            f"{path / 'warehouse.duckdb'}"
+        )
     with path.open("rb") as handle:
         header = handle.read(12)
     if header[8:12] != DUCKDB_MAGIC:
-        raise duckdb.IOException(
+        raise WarehousePathError(
             f"{path} is not a DuckDB database file (the warehouse is the published "
             ".duckdb file, not the input CSV)"
         )

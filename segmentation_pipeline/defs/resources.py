@@ -54,6 +54,7 @@ class WarehouseResource(dg.ConfigurableResource):
         return Warehouse(Path(self.path).expanduser().resolve(), self.memory_limit)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
+        self.warehouse.check_path()  # a folder or a CSV as the path: before any lock file
         stack = ExitStack()
         on_wait = context.log.info if context.log else None
         stack.enter_context(self.warehouse.writer_lock(self.lock_timeout_seconds, on_wait))
