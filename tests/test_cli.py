@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import os
 import shutil
@@ -361,6 +362,14 @@ def test_the_summary_repeats_the_drift_warnings_and_says_when_no_model_was_stabl
     assert not any(
         line.startswith(("  caution:", "  warning:")) for line in published["stdout"].splitlines()
     )
+    # The report said "segments are reasonably separated" and nothing of either.
+    report = (tmp_path / "reports" / "latest.html").read_text()
+    assert "<strong>Caution:</strong> no model was stable under resampling" in report
+    warnings = [line.removeprefix("  warning:    ") for line in summary if "warning:" in line]
+    for warning in warnings:
+        assert f"<strong>Warning:</strong> {html.escape(warning)}</p>" in report
+    first_report = (published["warehouse"].parent / "reports" / "latest.html").read_text()
+    assert "<strong>Caution:" not in first_report and "<strong>Warning:" not in first_report
 
 
 def test_failed_run_explains_on_stderr_and_keeps_the_warehouse(published, tmp_path):

@@ -23,6 +23,7 @@ from sklearn.cluster import AgglomerativeClustering, KMeans
 from sklearn.metrics import calinski_harabasz_score, davies_bouldin_score, silhouette_score
 
 from segmentation_pipeline.core.forked import fork_available
+from segmentation_pipeline.core.markdown import md
 from segmentation_pipeline.core.plots import draw_plots, planned_plots, render_images
 from segmentation_pipeline.core.profiling import build_profiles
 from segmentation_pipeline.core.report import (
@@ -30,10 +31,12 @@ from segmentation_pipeline.core.report import (
     SECTIONS,
     RenderedReport,
     drift_table,
+    gone_segment_names,
     render_report,
     write_report,
 )
 from segmentation_pipeline.core.report_inputs import ReportInputs, drift_against
+from segmentation_pipeline.core.selection import UNSTABLE_CHOICE
 from tests.mall_stats import mall_customers, overall_stats, segment_stats
 
 FEATURES = ["annual_income", "spending_score"]
@@ -238,6 +241,20 @@ def test_a_replaced_customer_base_is_not_called_a_first_run(mall_inputs):
     for text in (report.html, report.markdown):
         assert "none: no customer in common with run run-0000" in text
         assert "first run" not in text.lower()
+
+
+def test_an_unstable_model_and_drift_warnings_are_told_in_the_summary(mall_inputs, rendered):
+    """The command line's caution and warnings, which the report used to leave out."""
+    run = {**mall_inputs.run, "selection_rule": f"kmeans: {UNSTABLE_CHOICE} 0.8 (...)"}
+    warning = "silhouette_drop: segments are less separated: silhouette 0.480, was 0.555"
+    report = render_report(replace(mall_inputs, run=run, warnings=(warning,)))
+
+    summary = report.markdown.split("## Run summary")[1].split("\n## ")[0]
+    assert "> **Caution:** no model was stable under resampling" in summary
+    assert f"> **Warning:** {md(warning)}" in summary
+    assert "<strong>Caution:</strong> no model was stable under resampling" in report.html
+    assert f"<strong>Warning:</strong> {html.escape(warning)}</p>" in report.html
+    assert "Caution:" not in rendered.markdown and "Warning:" not in rendered.markdown
 
 
 def test_rendering_is_deterministic(mall_inputs, rendered):
@@ -551,12 +568,32 @@ def test_a_segment_gone_since_the_previous_run_is_in_the_drift_table_by_its_old_
             ('new', 'annual_income', 30.0)) t(run_id, feature, std)""")
 
     drift = drift_against(con, "new", "old")
-    table = drift_table(drift, {1: "Low income", 4: "Mid income"})
+    table = drift_table(drift, {**gone_segment_names(drift), 1: "Low income", 4: "Mid income"})
 
     assert drift["segment_id"].tolist() == [1, 3, 4]
     assert [row[0] for row in table.rows] == ["1: Low income", "3: High income", "4: Mid income"]
     assert [row[3] for row in table.rows] == ["+10.0 pp", "segment gone", "new segment"]
     assert drift["centroid_shift"].iloc[0] == pytest.approx(0.1)
+
+
+def test_customers_of_a_gone_segment_are_listed_under_its_old_name(mall_inputs) -> None:
+    """The largest movements showed a bare "segment 99" beside the drift table's name."""
+    drift = pd.DataFrame(
+        {
+            "segment_id": [1, 99],
+            "previous_share": [0.5, 0.5],
+            "share": [1.0, None],
+            "centroid_shift": [0.1, None],
+            "previous_name": ["Low income", "Gone but named"],
+        }
+    )
+    migrations = pd.DataFrame({"from_segment_id": [99], "to_segment_id": [1], "n_customers": [7]})
+
+    report = render_report(replace(mall_inputs, drift=drift, migrations=migrations))
+
+    movements = report.markdown.split("### Largest movements")[1].split("###")[0]
+    assert "99: Gone but named" in movements
+    assert "segment 99" not in report.markdown
 
 
 def test_the_segment_scatter_is_drawn_on_the_models_two_features(mall_inputs) -> None:

@@ -31,6 +31,7 @@ import pandas as pd
 
 from segmentation_pipeline.core.markdown import md, md_table
 from segmentation_pipeline.core.report_inputs import ReportInputs
+from segmentation_pipeline.core.selection import UNSTABLE_CHOICE
 
 REPORT_TITLE = "Customer segmentation report"
 MISSING = "—"
@@ -122,10 +123,12 @@ class RenderedReport:
 
 @dataclass(frozen=True)
 class Paragraph:
-    """Plain text; ``note`` marks a highlighted remark (e.g. 'first run')."""
+    """Plain text; ``note`` marks a highlighted remark (e.g. 'first run'), and ``label``
+    names its kind ("Caution", "Warning") where it is more than a note."""
 
     text: str
     note: bool = False
+    label: str | None = None
 
 
 @dataclass(frozen=True)
@@ -376,6 +379,17 @@ def selected_mask(candidates: pd.DataFrame) -> pd.Series:
     return candidates["selected"].fillna(False).astype(bool)
 
 
+def gone_segment_names(drift: pd.DataFrame | None) -> dict[int, str]:
+    """segment_id -> previous name of the segments of the previous run (the drift frame)."""
+    if not has_rows(drift) or "previous_name" not in drift.columns:
+        return {}
+    named = drift[drift["previous_name"].notna()]
+    return {
+        int(sid): str(name)
+        for sid, name in zip(named["segment_id"], named["previous_name"], strict=True)
+    }
+
+
 def migration_labels(values: pd.Series, missing: str, names: Mapping[int, str]) -> pd.Series:
     """Segment labels for a from/to column; a missing id means a new (or departed) customer."""
     return values.map(lambda v: missing if is_missing(v) else segment_label(v, names))
@@ -456,7 +470,24 @@ def run_summary_section(inputs: ReportInputs) -> Section:
         ("Calinski-Harabasz (higher is better)", fmt_number(run.get("calinski_harabasz"), 1)),
         ("Agreement with previous run (ARI)", agreement_text(ari, run.get("previous_run_id"))),
     ]
-    return Section("run-summary", [Paragraph(headline(inputs)), Facts(facts)])
+    return Section("run-summary", [Paragraph(headline(inputs)), *cautions(inputs), Facts(facts)])
+
+
+def cautions(inputs: ReportInputs) -> list[Paragraph]:
+    """What the run's summary on the command line warns of, for the readers of the report:
+    a model that was not stable under resampling, and the drift checks that warned."""
+    notes = []
+    if UNSTABLE_CHOICE in str(inputs.run.get("selection_rule") or ""):
+        notes.append(
+            Paragraph(
+                "no model was stable under resampling (see the model selection): treat these "
+                "segments as unstable, and do not base campaigns on their boundaries.",
+                note=True,
+                label="Caution",
+            )
+        )
+    notes += [Paragraph(warning, note=True, label="Warning") for warning in inputs.warnings]
+    return notes
 
 
 def agreement_text(ari: Any, previous_run_id: Any) -> str:
@@ -697,12 +728,9 @@ def drift_table(drift: pd.DataFrame, names: Mapping[int, str]) -> Table:
             change = "new segment"
         elif is_missing(current):
             change = "segment gone"
-        label = segment_label(row["segment_id"], names)
-        if int(row["segment_id"]) not in names and not is_missing(row.get("previous_name")):
-            label = f"{int(row['segment_id'])}: {row['previous_name']}"
         rows.append(
             [
-                label,
+                segment_label(row["segment_id"], names),
                 fmt_share(previous),
                 fmt_share(current),
                 change,
@@ -714,8 +742,9 @@ def drift_table(drift: pd.DataFrame, names: Mapping[int, str]) -> Table:
 
 
 def changes_section(inputs: ReportInputs) -> Section:
-    """Customer migrations and segment drift against the previous run."""
-    names = segment_names(inputs.profiles)
+    """Customer migrations and segment drift against the previous run; a segment gone since
+    the previous run is named by its old name."""
+    names = {**gone_segment_names(inputs.drift), **segment_names(inputs.profiles)}
     if inputs.migrations is None and inputs.drift is None:
         return Section(
             "changes",
@@ -794,8 +823,11 @@ def html_cards(cards: Cards) -> str:
 def html_block(block: Block, images: Mapping[str, bytes]) -> str:
     """One block as HTML."""
     if isinstance(block, Paragraph):
+        label = f"<strong>{esc(block.label)}:</strong> " if block.label else ""
         return (
-            f'<p class="note">{esc(block.text)}</p>' if block.note else f"<p>{esc(block.text)}</p>"
+            f'<p class="note">{label}{esc(block.text)}</p>'
+            if block.note
+            else f"<p>{esc(block.text)}</p>"
         )
     if isinstance(block, Subheading):
         return f"<h3>{esc(block.text)}</h3>"
@@ -839,7 +871,7 @@ def to_html(
 def md_block(block: Block, images: Mapping[str, bytes]) -> str:
     """One block as Markdown; images embedded as data URIs so the file stands alone."""
     if isinstance(block, Paragraph):
-        return f"> **Note:** {md(block.text)}" if block.note else md(block.text)
+        return f"> **{block.label or 'Note'}:** {md(block.text)}" if block.note else md(block.text)
     if isinstance(block, Subheading):
         return f"### {md(block.text)}"
     if isinstance(block, Facts):

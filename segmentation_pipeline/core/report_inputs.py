@@ -8,7 +8,7 @@ id), so the same run always renders the same report.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,10 +31,15 @@ class ReportInputs:
     centroids: pd.DataFrame
     migrations: pd.DataFrame | None = None
     drift: pd.DataFrame | None = None
+    # The run's drift checks that warned ("check: description"), as the run recorded them.
+    warnings: tuple[str, ...] = ()
 
 
 def load_report_inputs(
-    con: duckdb.DuckDBPyConnection, run_id: str, sample_size: int = REPORT_SAMPLE
+    con: duckdb.DuckDBPyConnection,
+    run_id: str,
+    sample_size: int = REPORT_SAMPLE,
+    warnings: Sequence[str] = (),
 ) -> ReportInputs:
     run_frame = con.execute(
         "SELECT * FROM segmentation_runs WHERE run_id = $run_id", {"run_id": run_id}
@@ -95,6 +100,7 @@ def load_report_inputs(
         centroids=centroids,
         migrations=migrations,
         drift=drift,
+        warnings=tuple(warnings),
     )
 
 

@@ -9,6 +9,7 @@ imports them only inside the call.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,14 +28,17 @@ class WrittenReport:
     profiles: list[tuple[Any, ...]]  # SHOWN_PROFILE_COLUMNS of each segment
 
 
-def write_run_report(warehouse: Warehouse, run_id: str, reports_dir: Path) -> WrittenReport:
-    """Read the run's results from the published warehouse, render, and write the report."""
+def write_run_report(
+    warehouse: Warehouse, run_id: str, reports_dir: Path, warnings: Sequence[str] = ()
+) -> WrittenReport:
+    """Read the run's results from the published warehouse, render, and write the report;
+    ``warnings`` are the run's drift checks that warned, which the report repeats."""
     from segmentation_pipeline.core.report import render_report, write_report
     from segmentation_pipeline.core.report_inputs import load_report_inputs
 
     con = warehouse.connect_read_only(run_id)
     try:
-        inputs = load_report_inputs(con, run_id)
+        inputs = load_report_inputs(con, run_id, warnings=warnings)
     finally:
         con.close()
     rendered = render_report(inputs)

@@ -18,6 +18,20 @@ def reports_dir(warehouse_path: Path) -> Path:
     return warehouse_path.parent / "reports"
 
 
+def drift_warnings(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    """The run's asset checks that warned ("check: description"), as recorded: the drift
+    checks publish all the same, so the report repeats what they said."""
+    records = instance.get_records_for_run(
+        run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
+    ).records
+    evaluations = [record.event_log_entry.dagster_event.event_specific_data for record in records]
+    return [
+        f"{evaluation.check_name}: {evaluation.description}"
+        for evaluation in evaluations
+        if not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.WARN
+    ]
+
+
 @dg.asset(
     group_name=GROUP,
     kinds={"html", "markdown"},
@@ -37,7 +51,10 @@ def segment_report(
     """
     run_id = context.run.run_id
     published = warehouse.warehouse
-    report = workers.call(write_run_report, published, run_id, reports_dir(published.path))
+    warnings = drift_warnings(context.instance, run_id)
+    report = workers.call(
+        write_run_report, published, run_id, reports_dir(published.path), warnings
+    )
     context.log.info(f"Report written to {report.paths['html']}")
     scatter = base64.b64encode(report.segments_png).decode("ascii")
     return dg.MaterializeResult(
