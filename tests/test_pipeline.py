@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import random
+import shutil
 from pathlib import Path
 
 import dagster as dg
@@ -12,7 +13,7 @@ import pytest
 
 from segmentation_pipeline.core.profiling import level_of
 from segmentation_pipeline.definitions import defs
-from segmentation_pipeline.defs.resources import SegmentationSettings, WarehouseResource
+from segmentation_pipeline.defs.resources import NOT_STAGED, SegmentationSettings, WarehouseResource
 from tests.conftest import KAGGLE_HEADER, file_sha256
 
 DEFINITIONS = defs()
@@ -309,3 +310,118 @@ def test_missing_path_and_directory_as_source(published_mall, tmp_path):
         [failure] = [e for e in result.all_events if e.is_step_failure]
         assert message in failure.step_failure_data.user_failure_data.description
     assert file_sha256(published_mall) == before
+
+
+# --- runs that did not load the customers: a re-execution from failure, a partial selection ---
+
+
+def _job_of_the_code_location() -> dg.JobDefinition:
+    """segmentation_job, reconstructable (re-execution from failure needs one)."""
+    return defs().resolve_job_def("segmentation_job")
+
+
+def _run_config(source: Path, warehouse: Path) -> dict:
+    return {
+        "resources": {
+            "settings": {"config": {"source_csv": str(source)}},
+            "warehouse": {"config": {"path": str(warehouse)}},
+        }
+    }
+
+
+def test_re_executing_a_run_stopped_by_its_checks_from_failure_publishes_nothing(
+    mall_csv, warehouse, write_csv
+):
+    """The UI's "Re-execute from failure" on a run whose blocking checks failed ran the checks
+    on a fresh copy of the published warehouse: they passed on the earlier customers, and the
+    run published them again as a new run, with no source recorded."""
+    rows = mall_csv.read_text().splitlines()
+    bad = write_csv("\n".join(rows[:11] + [f"{r.split(',')[0]},Male,abc,1,1" for r in rows[11:21]]))
+    job = dg.reconstructable(_job_of_the_code_location)
+    with dg.instance_for_test() as instance:
+        first = dg.execute_job(job, instance, run_config=_run_config(mall_csv, warehouse))
+        assert first.success
+        stopped = dg.execute_job(job, instance, run_config=_run_config(bad, warehouse))
+        assert not stopped.success
+        before = file_sha256(warehouse)
+
+        again = dg.execute_job(
+            job,
+            instance,
+            reexecution_options=dg.ReexecutionOptions.from_failure(stopped.run_id, instance),
+        )
+
+        assert not again.success
+        evaluations = again.get_asset_check_evaluations()
+        assert evaluations and all(not e.passed for e in evaluations)
+        assert all(e.description == NOT_STAGED for e in evaluations)
+        assert not again.asset_materializations_for_node("published_warehouse")
+    assert file_sha256(warehouse) == before
+
+
+def test_a_selection_without_raw_customers_fails_at_once_and_publishes_nothing(published_mall):
+    """Materializing customer_features and what follows (to re-fit with other settings) fitted
+    and published the published warehouse's customers as a new run, with no source; one of
+    the later assets alone failed after 20 s of retries with "Table ... does not exist"."""
+    before = file_sha256(published_mall)
+    result = dg.materialize(
+        [*DEFINITIONS.assets, *DEFINITIONS.asset_checks],
+        selection=dg.AssetSelection.assets("customer_features").downstream(),
+        resources={
+            **DEFINITIONS.resources,
+            "warehouse": WarehouseResource(path=str(published_mall)),
+            "settings": SegmentationSettings(source_csv=str(published_mall)),
+        },
+        raise_on_error=False,
+    )
+
+    assert not result.success
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    assert failure.step_key == "customer_features"
+    assert failure.step_failure_data.user_failure_data.description == NOT_STAGED
+    assert not [e for e in result.all_events if e.event_type_value == "STEP_UP_FOR_RETRY"]
+    assert file_sha256(published_mall) == before
+
+
+def test_the_blocking_checks_run_alone_fail_instead_of_checking_the_published_data(
+    published_mall, mall_csv
+):
+    """Executed on their own (the UI offers it), the checks passed on the published
+    customers, next to a materialization of raw_customers that had failed them."""
+    result = dg.materialize(
+        [*DEFINITIONS.assets, *DEFINITIONS.asset_checks],
+        selection=dg.AssetSelection.checks_for_assets("raw_customers"),
+        resources={
+            **DEFINITIONS.resources,
+            "warehouse": WarehouseResource(path=str(published_mall)),
+            "settings": SegmentationSettings(source_csv=str(mall_csv)),
+        },
+        raise_on_error=False,
+    )
+
+    evaluations = result.get_asset_check_evaluations()
+    assert len(evaluations) == 5
+    assert all(not e.passed and e.description == NOT_STAGED for e in evaluations)
+
+
+def test_the_report_alone_renders_the_latest_published_run_again(published_mall, mall_csv):
+    """A report lost after publishing could not be rendered again: segment_report alone
+    failed after two retries with "run ... is not in segmentation_runs"."""
+    reports = published_mall.parent / "reports"
+    [published_run] = published(published_mall, "SELECT run_id FROM segmentation_runs")
+    shutil.rmtree(reports)
+
+    result = dg.materialize(
+        [*DEFINITIONS.assets, *DEFINITIONS.asset_checks],
+        selection=dg.AssetSelection.assets("segment_report"),
+        resources={
+            **DEFINITIONS.resources,
+            "warehouse": WarehouseResource(path=str(published_mall)),
+            "settings": SegmentationSettings(source_csv=str(mall_csv)),
+        },
+        raise_on_error=False,
+    )
+
+    assert result.success
+    assert (reports / f"{published_run[0]}.html").exists()
+    assert published_run[0] in (reports / "latest.md").read_text()

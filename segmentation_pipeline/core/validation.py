@@ -206,6 +206,18 @@ def customer_count_kept(
     )
 
 
+def staged_in_run(con: duckdb.DuckDBPyConnection, run_id: str) -> bool:
+    """Whether this run loaded its customers into its work database (``raw_customers``
+    records each load in ``ingest_runs``). A run that did not (re-executed from a later step,
+    or a selection without ``raw_customers``) holds a copy of the published warehouse, whose
+    customers are an earlier run's: checked, fitted and published, they would pass as new."""
+    return has_table(con, "ingest_runs") and bool(
+        con.execute(
+            "SELECT count(*) FROM ingest_runs WHERE run_id = $run_id", {"run_id": run_id}
+        ).fetchone()[0]
+    )
+
+
 def run_is_complete(con: duckdb.DuckDBPyConnection, run_id: str) -> CheckOutcome:
     """Everything published belongs to this run: as many assignments of this run as customers
     (assignments are made from the customers table, one per row) and none of another run,
@@ -237,6 +249,8 @@ def run_is_complete(con: duckdb.DuckDBPyConnection, run_id: str) -> CheckOutcome
     ).fetchone()[0]
     if not recorded:
         problems.append("the run is not recorded in segmentation_runs")
+    if not staged_in_run(con, run_id):
+        problems.append("the run did not load its customers")
     if problems:
         return CheckOutcome(False, "; ".join(problems))
     return CheckOutcome(True, f"{n_customers:,} customers, all assigned and profiled")

@@ -25,6 +25,7 @@ from pathlib import Path
 import duckdb
 from filelock import FileLock, Timeout
 
+from segmentation_pipeline.core import drift
 from segmentation_pipeline.core.errors import (
     PublishError,
     WarehouseBusyError,
@@ -250,6 +251,16 @@ class Warehouse:
                     {"run_id": run_id},
                 ).fetchone()[0]
             )
+        finally:
+            con.close()
+
+    def latest_run_id(self) -> str | None:
+        """The run whose results the published warehouse holds; None before the first."""
+        if not self.path.exists():
+            return None
+        con = self.connect_read_only()
+        try:
+            return drift.latest_run_id(con) if has_table(con, "segmentation_runs") else None
         finally:
             con.close()
 

@@ -26,7 +26,16 @@ from segmentation_pipeline.core.engine import (
 )
 from segmentation_pipeline.core.schema import DEFAULT_FEATURES
 from segmentation_pipeline.core.selection import ALGORITHMS
+from segmentation_pipeline.core.validation import staged_in_run
 from segmentation_pipeline.core.warehouse import Warehouse
+
+# Why a step after raw_customers cannot run in a run that did not load the customers.
+NOT_STAGED = (
+    "this run did not load the customers: raw_customers did not run in it (a re-execution "
+    "from a later step, or a selection without raw_customers), and every run works on its "
+    "own copy of the warehouse. Materialize the whole segmentation group (segmentation_job), "
+    "or re-execute all of the run's steps"
+)
 
 
 class WarehouseResource(dg.ConfigurableResource):
@@ -75,6 +84,20 @@ class WarehouseResource(dg.ConfigurableResource):
         """Read-write connection to the run's work file (a copy of the published one)."""
         with self.warehouse.work_connection(run_id) as con:
             yield con
+
+    @contextmanager
+    def staged_connection(self, run_id: str) -> Iterator[duckdb.DuckDBPyConnection]:
+        """``work_connection`` for a step after ``raw_customers``, which needs the customers
+        this run loaded. In a run that did not load them (see ``validation.staged_in_run``)
+        the step fails at once, not retried, with NOT_STAGED: else it would work on the
+        published warehouse's customers, and publish them again as a new run."""
+        files = self.warehouse
+        if files.work_path(run_id).exists():
+            with files.work_connection(run_id) as con:
+                if staged_in_run(con, run_id):
+                    yield con
+                    return
+        raise dg.Failure(description=NOT_STAGED, allow_retries=False)
 
 
 class SegmentationSettings(dg.ConfigurableResource):

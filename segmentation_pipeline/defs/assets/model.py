@@ -74,7 +74,7 @@ def customer_features(
     except ValueError as error:
         raise dg.Failure(description=f"features: {error}", allow_retries=False) from None
     engine = engine_for(settings)
-    with warehouse.work_connection(run_id) as con:
+    with warehouse.staged_connection(run_id) as con:
         try:
             scaling = engine.feature_scaling(con, names)
         except ValueError as error:
@@ -116,7 +116,7 @@ def segmentation_model(
     """
     run_id = context.run.run_id
     engine = engine_for(settings)
-    with warehouse.work_connection(run_id) as con:
+    with warehouse.staged_connection(run_id) as con:
         scaling = _scaling_of_run(con, run_id)
         sample = engine.sample_features(con, scaling, settings.sample_size, settings.seed)
         k_max = _usable_k_max(context, sample, settings.k_min, settings.k_max)
@@ -230,7 +230,7 @@ def customer_segments(
     """
     run_id = context.run.run_id
     engine = engine_for(settings)
-    with warehouse.work_connection(run_id) as con:
+    with warehouse.staged_connection(run_id) as con:
         scaling = _scaling_of_run(con, run_id)
         model = con.execute(
             "SELECT segment_id, list(centroid_scaled ORDER BY position),"

@@ -44,7 +44,7 @@ def segment_profiles(
     that nudges its z-scores across the threshold does not rename it.
     """
     run_id = context.run.run_id
-    with warehouse.work_connection(run_id) as con:
+    with warehouse.staged_connection(run_id) as con:
         features = con.execute(
             "SELECT list(feature ORDER BY position) FROM feature_scaling WHERE run_id = $run_id",
             {"run_id": run_id},

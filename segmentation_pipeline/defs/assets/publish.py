@@ -43,7 +43,7 @@ def published_warehouse(
         return dg.MaterializeResult(
             metadata={"path": dg.MetadataValue.path(str(warehouse.warehouse.path))}
         )
-    with warehouse.work_connection(run_id) as con:
+    with warehouse.staged_connection(run_id) as con:
         complete = run_is_complete(con, run_id)
         views = create_views(con) if complete.passed else []  # analysts' views, see core/views
         # after the views: CREATE OR REPLACE drops comments; BI tools show them, core/catalog

@@ -8,6 +8,7 @@ import dagster as dg
 from segmentation_pipeline.core import workers
 from segmentation_pipeline.core.markdown import value_table
 from segmentation_pipeline.core.report_job import SHOWN_PROFILE_COLUMNS, write_run_report
+from segmentation_pipeline.core.warehouse import Warehouse
 from segmentation_pipeline.defs.assets.common import GROUP, TRANSIENT_RETRY, stops_when_interrupted
 from segmentation_pipeline.defs.assets.publish import published_warehouse
 from segmentation_pipeline.defs.resources import WarehouseResource
@@ -16,6 +17,23 @@ from segmentation_pipeline.defs.resources import WarehouseResource
 def reports_dir(warehouse_path: Path) -> Path:
     """Reports live next to the warehouse they describe."""
     return warehouse_path.parent / "reports"
+
+
+def run_to_report(context: dg.AssetExecutionContext, published: Warehouse) -> str:
+    """This run, once it published; in a run that published nothing (`segment_report`
+    materialized alone, to render a lost report again), the latest published run."""
+    run_id = context.run.run_id
+    if published.holds_run(run_id):
+        return run_id
+    latest = published.latest_run_id()
+    if latest is None:
+        raise dg.Failure(
+            description=f"no run is published in {published.path} yet: materialize the whole "
+            "segmentation group (segmentation_job)",
+            allow_retries=False,
+        )
+    context.log.info(f"This run published nothing: the report is that of run {latest}.")
+    return latest
 
 
 def drift_warnings(instance: dg.DagsterInstance, run_id: str) -> list[str]:
@@ -49,8 +67,8 @@ def segment_report(
     `reports/<run_id>.html` and `.md` next to the warehouse, with stable `latest.html` and
     `latest.md`. Opens offline: every plot is embedded, nothing is loaded from the network.
     """
-    run_id = context.run.run_id
     published = warehouse.warehouse
+    run_id = run_to_report(context, published)
     warnings = drift_warnings(context.instance, run_id)
     report = workers.call(
         write_run_report, published, run_id, reports_dir(published.path), warnings
