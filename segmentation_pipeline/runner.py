@@ -17,14 +17,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from segmentation_pipeline.core import locations
+from segmentation_pipeline.core.errors import error_text
 from segmentation_pipeline.core.markdown import counted
 from segmentation_pipeline.core.process_identity import current_process_identity
 
 JOB_NAME = "segmentation_job"
 # Exceptions whose message is already written for the person running the pipeline.
-_USER_WORDED_ERRORS = frozenset(
-    {"InputError", "PublishError", "WarehouseBusyError", "WarehousePathError"}
-)
 _INTERRUPT_ERRORS = frozenset({"DagsterExecutionInterruptedError", "KeyboardInterrupt"})
 _CHECKS_FAILED_ERROR = "DagsterAssetCheckFailedError"  # a blocking check's step
 
@@ -177,8 +175,7 @@ class _ProgressHandler(logging.Handler):
             self._write(f"{step}: FAILED")
         elif kind == "STEP_UP_FOR_RETRY":
             retry = event.event_specific_data
-            error = (retry.error.cause or retry.error) if retry.error else None
-            reason = f": {_error_text(error)}" if error else ""
+            reason = f": {error_text(retry.error)}" if retry.error else ""
             wait = f" in {retry.seconds_to_wait:g} s" if retry.seconds_to_wait else ""
             self._write(f"{step}: failed{reason}; retrying{wait}")
         elif step in self.asset_steps and kind == "STEP_START":
@@ -222,11 +219,10 @@ def _problems(result: object) -> list[str]:
             elif data.error is not None and data.error.cls_name in _INTERRUPT_ERRORS:
                 problems.append(f"{event.step_key}: {INTERRUPTED}")  # stopped between steps
             elif data.error is not None:
-                error = data.error.cause or data.error  # the user code's exception, if wrapped
-                problems.append(f"{event.step_key}: {_error_text(error)}")
+                problems.append(f"{event.step_key}: {error_text(data.error)}")
         elif event.event_type_value == "RESOURCE_INIT_FAILURE":
             error = event.event_specific_data.error
-            problems.append(f"setting up the run: {_error_text(error.cause or error)}")
+            problems.append(f"setting up the run: {error_text(error)}")
     for evaluation in result.get_asset_check_evaluations():  # type: ignore[attr-defined]
         # Warnings (the drift checks) were shown as the run went; they fail nothing.
         if not evaluation.passed and getattr(evaluation.severity, "value", "ERROR") != "WARN":
@@ -242,17 +238,6 @@ def _warnings(result: object) -> list[str]:
         for evaluation in result.get_asset_check_evaluations()  # type: ignore[attr-defined]
         if not evaluation.passed and getattr(evaluation.severity, "value", "ERROR") == "WARN"
     ]
-
-
-def _error_text(error: object) -> str:
-    """An error's message for users: our own errors (worded for users) as they are, others
-    with their class name but not the module path."""
-    cls_name = error.cls_name  # type: ignore[attr-defined]
-    message = error.message.strip()  # type: ignore[attr-defined]
-    head, separator, rest = message.partition(": ")
-    if not separator or head.rsplit(".", 1)[-1] != cls_name:
-        return message
-    return rest if cls_name in _USER_WORDED_ERRORS else f"{cls_name}: {rest}"
 
 
 def _holds_run(warehouse: Path, run_id: str) -> bool:

@@ -674,7 +674,7 @@ def test_a_run_left_behind_by_a_killed_process_is_ended(tmp_path, mall_csv, cust
     end such runs as failed."""
     import dagster as dg
 
-    from segmentation_pipeline.defs.sensors import orphaned_cli_runs
+    from segmentation_pipeline.defs.sensors import failure_alert, orphaned_cli_runs
 
     env = subprocess_env(DAGSTER_HOME=tmp_path / "home")
     args = ["--source", customers_20k, "--warehouse", tmp_path / "w.duckdb"]
@@ -685,6 +685,19 @@ def test_a_run_left_behind_by_a_killed_process_is_ended(tmp_path, mall_csv, cust
         assert isinstance(tick, dg.SkipReason)
         assert f"Ended run {first}: the `segmentation run` process" in tick.skip_message
         assert instance.get_run_by_id(first).status == dg.DagsterRunStatus.FAILURE
+        # The alert said "failed before any step ran".
+        [failure] = instance.get_records_for_run(
+            first, of_type=dg.DagsterEventType.RUN_FAILURE
+        ).records
+        alert = failure_alert(
+            dg.build_run_status_sensor_context(
+                sensor_name="segmentation_run_failed",
+                dagster_event=failure.event_log_entry.dagster_event,
+                dagster_instance=instance,
+                dagster_run=instance.get_run_by_id(first),
+            ).for_run_failure()
+        )
+        assert f"run {first} failed during step segmentation_model: " in alert
         quiet = orphaned_cli_runs(dg.build_sensor_context(instance=instance))
         assert quiet.skip_message == "no run left behind by a killed `segmentation run`"
 

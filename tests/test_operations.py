@@ -39,6 +39,7 @@ from segmentation_pipeline.defs.resources import (
 from segmentation_pipeline.defs.sensors import (
     failure_alert,
     file_sha256,
+    is_segmentation_run,
     segmentation_run_failed,
     source_file_changed,
 )
@@ -112,8 +113,6 @@ def test_code_location_has_the_schedule_and_sensors():
     assert failed.default_status == dg.DefaultSensorStatus.RUNNING
     orphans = definitions.resolve_sensor_def("orphaned_cli_runs")
     assert orphans.default_status == dg.DefaultSensorStatus.RUNNING
-    job = definitions.resolve_job_def("segmentation_job")
-    assert job.tags["segmentation/writer"] == "warehouse"  # the run queue's concurrency key
 
 
 def test_committed_instance_config_queues_writers_one_at_a_time(tmp_path, monkeypatch):
@@ -122,7 +121,11 @@ def test_committed_instance_config_queues_writers_one_at_a_time(tmp_path, monkey
     with dg.DagsterInstance.get() as instance:
         assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
         limits = instance.get_concurrency_config().run_queue_config.tag_concurrency_limits
-        assert {"key": "segmentation/writer", "limit": 1} in limits
+        assert {
+            "key": "dagster/code_location",
+            "value": {"applyLimitPerUniqueValue": True},
+            "limit": 1,
+        } in limits
         assert not instance.telemetry_enabled
 
 
@@ -303,8 +306,42 @@ def test_failure_alert_before_any_step_gives_the_resources_own_reason(tmp_path):
         alert = _alert_for(instance, result)
 
     assert alert.startswith(f"ALERT segmentation_job run {result.run_id} failed before any step")
-    assert f"PublishError: cannot use {blocker} as the warehouse folder" in alert
-    assert "DagsterResourceFunctionError" not in alert
+    assert f"failed before any step ran: cannot use {blocker} as the warehouse folder" in alert
+    assert "DagsterResourceFunctionError" not in alert and "PublishError" not in alert
+
+
+def test_failed_runs_of_the_assets_page_are_alerted_too(tmp_path):
+    """The Assets page's *Materialize* runs Dagster's implicit asset job, whose failures were
+    never alerted: the sensor kept to segmentation_job."""
+
+    @dg.asset
+    def unrelated() -> None:
+        raise ValueError("not ours")
+
+    with dg.instance_for_test() as instance:
+        ours = (
+            defs()
+            .resolve_implicit_global_asset_job_def()
+            .execute_in_process(
+                run_config={
+                    "resources": {
+                        "settings": {"config": {"source_csv": str(tmp_path / "missing.csv")}},
+                        "warehouse": {"config": {"path": str(tmp_path / "w.duckdb")}},
+                    }
+                },
+                asset_selection=[dg.AssetKey("raw_customers")],
+                instance=instance,
+                raise_on_error=False,
+            )
+        )
+        other = dg.materialize([unrelated], instance=instance, raise_on_error=False)
+
+        assert not ours.success and not other.success
+        assert is_segmentation_run(ours.dagster_run)
+        assert not is_segmentation_run(other.dagster_run)
+        alert = _alert_for(instance, ours)
+    assert f"run {ours.run_id} failed at step raw_customers: " in alert
+    assert "missing.csv" in alert
 
 
 # --- drift arithmetic -----------------------------------------------------------------------

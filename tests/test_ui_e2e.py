@@ -4,8 +4,9 @@ One `dg dev` serves the whole test, to keep it near a minute and a half on a 2-c
 it loads the code location, the GraphQL API shows the assets, checks, job, schedule and
 sensors, a run launched through GraphQL publishes the warehouse, and, with the schedule's
 cron set to every minute, the daemon fires the schedule and that run publishes too. The
-committed dagster.yaml (QueuedRunCoordinator, one `segmentation/writer` run at a time) is
-the instance config, so the two runs must not overlap. Only 127.0.0.1 is used. The process
+committed dagster.yaml (QueuedRunCoordinator, one run of the code location at a time) is
+the instance config, so those runs, and one launched like the Assets page's *Materialize
+all*, must not overlap. Only 127.0.0.1 is used. The process
 group is taken down at the end, whatever happened.
 """
 
@@ -252,14 +253,39 @@ def test_ui_shows_assets_checks_job_schedule_and_sensors(dev):
     }
 
 
+ASSETS = [
+    "raw_customers",
+    "customer_features",
+    "segmentation_model",
+    "customer_segments",
+    "segment_profiles",
+    "published_warehouse",
+    "segment_report",
+]
+
+
 def test_launched_and_scheduled_runs_publish_one_at_a_time(dev, paths):
     params = {"selector": {**REPOSITORY, "jobName": "segmentation_job"}, "runConfigData": {}}
     launched = dev.gql(LAUNCH_MUTATION, {"params": params})["launchRun"]
     assert launched["__typename"] == "LaunchRunSuccess", launched
     run_id = launched["run"]["runId"]
+    # The Assets page's *Materialize all* launches Dagster's implicit job, without the tags
+    # of segmentation_job: it started beside the launched run, both racing for the lock.
+    selection = [{"path": [name]} for name in ASSETS]
+    assets_page = {
+        "selector": {**REPOSITORY, "jobName": "__ASSET_JOB", "assetSelection": selection},
+        "runConfigData": {},
+    }
+    from_assets = dev.gql(LAUNCH_MUTATION, {"params": assets_page})["launchRun"]
+    assert from_assets["__typename"] == "LaunchRunSuccess", from_assets
+    assets_run_id = from_assets["run"]["runId"]
 
     manual = dev.wait_for_run(lambda r: r["runId"] == run_id, RUN_TIMEOUT, "launched run")
     assert manual["status"] == "SUCCESS", dev.log_tail()
+    materialized = dev.wait_for_run(
+        lambda r: r["runId"] == assets_run_id, RUN_TIMEOUT, "Assets page run"
+    )
+    assert materialized["status"] == "SUCCESS", dev.log_tail()
     scheduled = dev.wait_for_run(
         lambda r: {"key": "dagster/schedule_name", "value": "nightly_segmentation"} in r["tags"],
         SCHEDULE_TIMEOUT,
@@ -273,9 +299,10 @@ def test_launched_and_scheduled_runs_publish_one_at_a_time(dev, paths):
         started = [m for m in dev.run_messages(run["runId"]) if "worker server" in m.lower()]
         assert len(started) == 1 and started[0].startswith("Worker server started"), started
 
-    # The run queue let only one segmentation/writer run be in progress at a time.
-    first, second = sorted([manual, scheduled], key=lambda r: r["startTime"])
+    # The run queue let only one run of the code location be in progress at a time.
+    first, second, third = sorted([manual, materialized, scheduled], key=lambda r: r["startTime"])
     assert second["startTime"] >= first["endTime"]
+    assert third["startTime"] >= second["endTime"]
 
     con = duckdb.connect(str(paths["warehouse"]), read_only=True)
     try:
@@ -287,10 +314,10 @@ def test_launched_and_scheduled_runs_publish_one_at_a_time(dev, paths):
         n_latest = con.execute("SELECT count(*) FROM customer_latest_segment").fetchall()
     finally:
         con.close()
-    assert {run_id, scheduled["runId"]} <= published_runs
-    # the later of the two, unless the schedule has published yet another run since
+    assert {run_id, assets_run_id, scheduled["runId"]} <= published_runs
+    # the last of them, unless the schedule has published yet another run since
     succeeded = [r for r in dev.runs() if r["status"] == "SUCCESS"]
-    assert latest[0][0] in {r["runId"] for r in succeeded if r["startTime"] >= second["startTime"]}
+    assert latest[0][0] in {r["runId"] for r in succeeded if r["startTime"] >= third["startTime"]}
     assert n_latest == [(200,)]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -63,3 +64,40 @@ class WarehousePathError(duckdb.IOException):
 
 class PublishError(Exception):
     """The work database failed its last validation, so it was not published."""
+
+
+# Our errors are worded for users: shown as they are, without their class name.
+USER_WORDED_ERRORS = frozenset(
+    cls.__name__
+    for cls in (
+        InputError,
+        SourceChangedError,
+        WarehouseBusyError,
+        WarehousePathError,
+        PublishError,
+    )
+)
+
+
+# Classes with which Dagster wraps the error of the code it runs.
+_DAGSTER_WRAPPERS = ("Dagster", "RetryRequested")
+
+
+def error_text(error: Any) -> str:
+    """How an error Dagster recorded (its ``SerializableErrorInfo``: ``cls_name``,
+    ``message``, ``cause``) reads for users, on the command line and in the failure alert.
+
+    Dagster's own wrappers ("DagsterExecutionStepExecutionError: Error occurred while
+    executing op", "DagsterResourceFunctionError: Error executing resource_fn", a retry's
+    "RetryRequestedFromPolicy") are skipped
+    for the error of the code they wrap, but no further: below it lie its own causes, such
+    as the traceback of a worker process. Our errors read as they are; others as
+    "Class: message", the class named once and without its module path.
+    """
+    while error.cause is not None and error.cls_name.startswith(_DAGSTER_WRAPPERS):
+        error = error.cause
+    message = error.message.strip()
+    head, separator, rest = message.partition(": ")
+    if separator and head.rsplit(".", 1)[-1] == error.cls_name:
+        message = rest
+    return message if error.cls_name in USER_WORDED_ERRORS else f"{error.cls_name}: {message}"

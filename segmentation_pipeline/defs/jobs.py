@@ -7,5 +7,4 @@ segmentation_job = dg.define_asset_job(
     selection=dg.AssetSelection.groups("segmentation"),
     description="Ingest, check, segment and publish the customer warehouse.",
     executor_def=dg.in_process_executor,
-    tags={"segmentation/writer": "warehouse"},
 )

@@ -53,7 +53,7 @@ def build_nightly_schedule(
             tags={"segmentation/trigger": "schedule"},
             description=(
                 f"Refresh the warehouse with segmentation_job ({cron}, {timezone}). Runs queue "
-                "behind each other: at most one run tagged segmentation/writer is in progress."
+                "behind each other: at most one run of the code location is in progress."
             ),
         )
     except dg.DagsterInvalidDefinitionError as error:

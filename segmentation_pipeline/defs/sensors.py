@@ -8,8 +8,9 @@ modification time are kept too, so an unchanged file is not re-hashed every minu
 is off by default: the nightly schedule is the normal trigger; turn the sensor on in the
 UI for a refresh as soon as a new export lands.
 
-`segmentation_run_failed` writes one alert line per failed run of segmentation_job (job,
-run id, failed step, reason) to the daemon's log and the sensor's tick log.
+`segmentation_run_failed` writes one alert line per failed run of segmentation_job or of
+its assets from the Assets page (job, run id, failed step, reason) to the daemon's log and
+the sensor's tick log.
 
 `orphaned_cli_runs` ends the runs of a `segmentation run` process that was killed (SIGKILL,
 the OOM killer): such a run stays STARTED and, as the warehouse's writer, would hold the run
@@ -21,19 +22,25 @@ import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import dagster as dg
 import duckdb
 
 from segmentation_pipeline.core import locations
+from segmentation_pipeline.core.errors import error_text
 from segmentation_pipeline.core.process_identity import process_is_gone
 from segmentation_pipeline.core.warehouse import Warehouse
+from segmentation_pipeline.defs.assets.ingest import raw_customers
+from segmentation_pipeline.defs.assets.model import (
+    customer_features,
+    customer_segments,
+    segmentation_model,
+)
+from segmentation_pipeline.defs.assets.profiles import segment_profiles
+from segmentation_pipeline.defs.assets.publish import published_warehouse
+from segmentation_pipeline.defs.assets.report import segment_report
 from segmentation_pipeline.defs.jobs import segmentation_job
 from segmentation_pipeline.defs.resources import SegmentationSettings
-
-if TYPE_CHECKING:
-    from dagster_shared.error import SerializableErrorInfo
 
 _CHUNK = 1 << 20
 # A file must have stayed unchanged this long before the sensor reads it: an export written
@@ -41,6 +48,19 @@ _CHUNK = 1 << 20
 # the file changes while it reads it).
 SETTLE_SECONDS = 60
 # The tag of a run started by `segmentation run`: the identity of the process running it.
+# The pipeline's assets, by key: a failed run of the Assets page that touches one alerts.
+_ASSET_KEYS = frozenset(
+    asset.key
+    for asset in (
+        raw_customers,
+        customer_features,
+        segmentation_model,
+        customer_segments,
+        segment_profiles,
+        published_warehouse,
+        segment_report,
+    )
+)
 PROCESS_TAG = "segmentation/process"
 _IN_PROGRESS = (
     dg.DagsterRunStatus.STARTING,
@@ -170,9 +190,13 @@ def failure_alert(context: dg.RunFailureSensorContext) -> str:
     """One line naming the job, the run, the failed step and the reason."""
     run = context.dagster_run
     steps = context.get_step_failure_events()
-    step = steps[0].step_key if steps else None
     reason = _failed_check_reason(context) or _step_reason(steps) or _run_reason(context)
-    where = f"at step {step}" if step else "before any step ran"
+    if steps:
+        where = f"at step {steps[0].step_key}"
+    elif unfinished := _unfinished_step(context):
+        where = f"during step {unfinished}"  # the process was killed, or the run ended
+    else:
+        where = "before any step ran"
     text = " ".join(reason.split())  # one line, whatever the error looked like
     return f"ALERT {run.job_name} run {run.run_id} failed {where}: {text}"
 
@@ -194,13 +218,34 @@ def _failed_check_reason(context: dg.RunFailureSensorContext) -> str | None:
     return None
 
 
+def _unfinished_step(context: dg.RunFailureSensorContext) -> str | None:
+    """The step a run was in when it ended without a step failure (its process killed, or
+    the run marked as failed from outside): started, neither succeeded nor failed."""
+    records = context.instance.get_records_for_run(
+        context.dagster_run.run_id,
+        of_type={
+            dg.DagsterEventType.STEP_START,
+            dg.DagsterEventType.STEP_SUCCESS,
+            dg.DagsterEventType.STEP_FAILURE,
+        },
+    ).records
+    started: dict[str, None] = {}
+    for record in records:
+        event = record.event_log_entry.dagster_event
+        if event.event_type == dg.DagsterEventType.STEP_START:
+            started[event.step_key] = None
+        else:
+            started.pop(event.step_key, None)
+    return next(reversed(started), None)
+
+
 def _step_reason(steps: list[dg.DagsterEvent]) -> str | None:
     for event in steps:
         data = event.step_failure_data
         if data.user_failure_data is not None and data.user_failure_data.description:
             return data.user_failure_data.description
         if data.error is not None:
-            return _error_text(data.error)
+            return error_text(data.error)
     return None
 
 
@@ -209,18 +254,8 @@ def _run_reason(context: dg.RunFailureSensorContext) -> str:
     data = event.event_specific_data
     error = getattr(data, "error", None)
     if error is not None:
-        return _error_text(error)
+        return error_text(error)
     return event.message or "no reason recorded; see the run's logs"
-
-
-def _error_text(error: "SerializableErrorInfo") -> str:
-    """The innermost cause, which Dagster wraps (a resource that failed to start shows as
-    'DagsterResourceFunctionError: Error executing resource_fn on ResourceDefinition
-    warehouse'), as 'Class: message' with the class named once."""
-    while error.cause is not None:
-        error = error.cause
-    message = error.message.strip()
-    return message if message.startswith(f"{error.cls_name}:") else f"{error.cls_name}: {message}"
 
 
 @dg.run_failure_sensor(
@@ -234,8 +269,17 @@ def _error_text(error: "SerializableErrorInfo") -> str:
 )
 def segmentation_run_failed(context: dg.RunFailureSensorContext) -> None:
     """Alert on a failed refresh; the published warehouse is unchanged by design."""
-    if context.dagster_run.job_name == segmentation_job.name:
+    if is_segmentation_run(context.dagster_run):
         context.log.error(failure_alert(context))
+
+
+def is_segmentation_run(run: dg.DagsterRun) -> bool:
+    """A run of segmentation_job, or one from the Assets page (Dagster's implicit asset job)
+    that materializes or checks one of its assets: both can fail a refresh."""
+    if run.job_name == segmentation_job.name:
+        return True
+    checked = {check.asset_key for check in run.asset_check_selection or ()}
+    return bool(({*(run.asset_selection or ())} | checked) & _ASSET_KEYS)
 
 
 def end_orphaned_runs(instance: dg.DagsterInstance) -> list[str]:
