@@ -115,6 +115,35 @@ def test_code_location_has_the_schedule_and_sensors():
     assert orphans.default_status == dg.DefaultSensorStatus.RUNNING
 
 
+def test_the_launchpad_can_set_one_setting_alone(tmp_path, monkeypatch, mall_csv):
+    """`resources: settings: config: {k_max: 4}` was refused with "Missing required config
+    entry source_csv" (and the warehouse's settings with "path"): config given at launch
+    replaces the bound values as a whole, and these had no default."""
+    warehouse = tmp_path / "w.duckdb"
+    monkeypatch.setenv("SEGMENTATION_SOURCE_CSV", str(mall_csv))
+    monkeypatch.setenv("SEGMENTATION_WAREHOUSE", str(warehouse))
+    job = defs().resolve_job_def("segmentation_job")
+    launchpad = {
+        "resources": {
+            "settings": {"config": {"k_max": 4}},
+            "warehouse": {"config": {"memory_limit": "512MB"}},
+        }
+    }
+
+    with dg.instance_for_test() as instance:
+        result = job.execute_in_process(run_config=launchpad, instance=instance)
+
+    assert result.success
+    con = duckdb.connect(str(warehouse), read_only=True)
+    try:
+        source, largest_k = con.execute(
+            "SELECT source, (SELECT max(k) FROM model_candidates) FROM segmentation_runs"
+        ).fetchone()
+    finally:
+        con.close()
+    assert (source, largest_k) == (str(mall_csv), 4)
+
+
 def test_committed_instance_config_queues_writers_one_at_a_time(tmp_path, monkeypatch):
     shutil.copy(Path(__file__).resolve().parents[1] / "dagster_home" / "dagster.yaml", tmp_path)
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))

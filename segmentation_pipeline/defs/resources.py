@@ -23,6 +23,7 @@ from segmentation_pipeline.core.engine import (
     SegmentationEngine,
     check_spark_available,
     get_engine,
+    spark_master_from_env,
 )
 from segmentation_pipeline.core.schema import DEFAULT_FEATURES
 from segmentation_pipeline.core.selection import ALGORITHMS
@@ -46,7 +47,11 @@ class WarehouseResource(dg.ConfigurableResource):
     run's work file, so the published file is the only thing a failed run leaves behind.
     """
 
-    path: str = Field(description="Published DuckDB file that analysts query.")
+    path: str = Field(
+        default="",
+        description="Published DuckDB file that analysts query; empty: $SEGMENTATION_WAREHOUSE, "
+        "else data/warehouse.duckdb.",
+    )
     lock_timeout_seconds: float = Field(
         default=900.0,
         description="How long a run waits for another refresh of the same warehouse to finish.",
@@ -60,7 +65,8 @@ class WarehouseResource(dg.ConfigurableResource):
 
     @property
     def warehouse(self) -> Warehouse:
-        return Warehouse(Path(self.path).expanduser().resolve(), self.memory_limit)
+        path = Path(self.path).expanduser().resolve() if self.path.strip() else None
+        return Warehouse(path or locations.warehouse_path(), self.memory_limit)
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         self.warehouse.check_path()  # a folder or a CSV as the path: before any lock file
@@ -103,7 +109,13 @@ class WarehouseResource(dg.ConfigurableResource):
 class SegmentationSettings(dg.ConfigurableResource):
     """What a run reads and how strict it is, and whether it starts a worker server."""
 
-    source_csv: str = Field(description="Input CSV in the Mall Customers schema.")
+    # Config given at launch replaces the bound values as a whole: a launchpad setting only
+    # `k_max` must still find the source, so an empty value means the environment's.
+    source_csv: str = Field(
+        default="",
+        description="Input CSV in the Mall Customers schema; empty: $SEGMENTATION_SOURCE_CSV, "
+        "else the demo data in data/.",
+    )
     max_reject_fraction: float = Field(
         default=0.01,
         ge=0.0,
@@ -123,9 +135,10 @@ class SegmentationSettings(dg.ConfigurableResource):
         "(Spark SQL + MLlib; needs the `spark` extra).",
     )
     spark_master: str = Field(
-        default=DEFAULT_SPARK_MASTER,
+        default="",
         description="Spark master for engine spark: local[*], a cluster (spark://host:7077, "
-        "yarn, k8s://...) or Spark Connect (sc://host:15002).",
+        "yarn, k8s://...) or Spark Connect (sc://host:15002); empty: "
+        f"${SPARK_MASTER_ENV}, else {DEFAULT_SPARK_MASTER}.",
     )
     features: list[str] = Field(
         default=list(DEFAULT_FEATURES),
@@ -180,7 +193,13 @@ class SegmentationSettings(dg.ConfigurableResource):
 
     @property
     def source_path(self) -> Path:
+        if not self.source_csv.strip():
+            return locations.source_csv()
         return locations.source_path(self.source_csv)
+
+    @property
+    def spark_master_url(self) -> str:
+        return self.spark_master.strip() or spark_master_from_env()
 
     def setup_for_execution(self, context: dg.InitResourceContext) -> None:
         # Only runs compute: a sensor that reads the settings (in the code server) must not
@@ -264,8 +283,8 @@ def engine_for(settings: SegmentationSettings) -> SegmentationEngine:
     try:
         if settings.engine != "spark":
             return get_engine(settings.engine)
-        check_spark_available(settings.spark_master)
-        return get_engine("spark", spark_session=_spark_session(settings.spark_master))
+        check_spark_available(settings.spark_master_url)
+        return get_engine("spark", spark_session=_spark_session(settings.spark_master_url))
     except ValueError as error:
         raise dg.Failure(description=str(error), allow_retries=False) from None
 
