@@ -252,8 +252,7 @@ def _sql(args: argparse.Namespace) -> int:
         if args.format == "csv":
             frame.to_csv(sys.stdout, index=False)
         elif args.format == "json":
-            # to the microsecond, as stored: a finished_at read back must find its run again
-            print(frame.to_json(orient="records", date_format="iso", date_unit="us", indent=2))
+            print(_as_json(frame))
         else:
             print(_as_table(frame) if not frame.empty else "(no rows)")
         sys.stdout.flush()
@@ -261,6 +260,33 @@ def _sql(args: argparse.Namespace) -> int:
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing left to flush
         return EXIT_BROKEN_PIPE
     return EXIT_OK
+
+
+def _as_json(frame: Any) -> str:
+    """Rows as a JSON array of objects, every value as stored: numbers to their last digit
+    (pandas' JSON rounds to 10 decimals, so 1e-12 became 0), timestamps to the microsecond
+    (a finished_at read back must find its run again), missing values as null."""
+    rows = frame.astype(object).where(frame.notna(), None).to_dict("records")
+    return json.dumps([_json_value(row) for row in rows], indent=2, allow_nan=False)
+
+
+def _json_value(value: Any) -> Any:
+    """A value of a query's result as JSON can hold it; infinities as DuckDB prints them."""
+    import math
+
+    if isinstance(value, dict):
+        return {key: _json_value(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_value(item) for item in value]
+    if value is None or isinstance(value, bool | int | str):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else (None if math.isnan(value) else str(value))
+    if hasattr(value, "isoformat"):  # timestamps, dates, times
+        return value.isoformat()
+    if hasattr(value, "tolist"):  # numpy scalars and arrays (a LIST column)
+        return _json_value(value.tolist())
+    return str(value)  # Decimal, UUID, timedelta, bytes: as they print
 
 
 def _as_table(frame: Any) -> str:

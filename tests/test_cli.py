@@ -153,6 +153,22 @@ def test_sql_formats(published):
     assert as_table.stdout.split() == ["customer_id", "0001"]
 
 
+def test_sql_json_keeps_every_digit_of_a_number(published):
+    """pandas' JSON rounded to 10 decimals: 1e-12 became 0, and JSON and CSV disagreed."""
+    env = subprocess_env(SEGMENTATION_WAREHOUSE=published["warehouse"])
+    query = (
+        "SELECT silhouette, 1e-12::DOUBLE AS tiny, 'inf'::DOUBLE AS inf, NULL AS gap "
+        "FROM segmentation_runs"
+    )
+
+    [row] = json.loads(segmentation("sql", query, "--format", "json", env=env).stdout)
+    [csv_row] = segmentation("sql", query, "--format", "csv", env=env).stdout.splitlines()[1:]
+
+    silhouette, tiny, _, _ = csv_row.split(",")
+    assert row == {"silhouette": float(silhouette), "tiny": 1e-12, "inf": "inf", "gap": None}
+    assert repr(row["silhouette"]) == silhouette
+
+
 def test_sql_json_timestamps_find_their_run_again(published):
     """JSON cut timestamps to milliseconds, so `WHERE finished_at = <value>` found nothing."""
     env = subprocess_env(SEGMENTATION_WAREHOUSE=published["warehouse"])
