@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import random
+import re
 import shutil
 from pathlib import Path
 
@@ -79,6 +80,10 @@ def test_mall_file_is_staged_checked_and_published(mall_csv, warehouse):
     columns = [c.name for c in metadata["dagster/column_schema"].value.columns]
     assert columns == ["customer_id", "gender", "age", "annual_income", "spending_score"]
     assert not list((warehouse.parent / f".{warehouse.name}.work").iterdir())
+    # the features are FLOAT: read as doubles, they showed -1.424568772315979
+    features = result.asset_materializations_for_node("customer_features")[0].metadata
+    numbers = re.findall(r"-?\d+\.\d+", features["preview"].value)
+    assert numbers and all(len(number.split(".")[1]) <= 4 for number in numbers)
 
 
 def test_rejected_rows_within_the_limit_are_published_in_quarantine(mall_csv, warehouse, write_csv):
@@ -125,7 +130,7 @@ def test_a_file_with_far_fewer_customers_publishes_nothing_unless_allowed(
     [failed] = [e for e in refused.get_asset_check_evaluations() if not e.passed]
     assert failed.check_name == "customer_count_kept"
     assert failed.description.startswith("customer count 60 against 200 in the last run ")
-    assert "(70.0% fewer; limit 50%): is the file cut short?" in failed.description
+    assert "(70.0% fewer; limit 50% fewer): is the file cut short?" in failed.description
     assert not refused.asset_materializations_for_node("published_warehouse")
     assert file_sha256(warehouse) == before
 

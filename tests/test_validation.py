@@ -133,6 +133,17 @@ def test_customer_count_is_compared_with_the_latest_other_run_of_the_same_file(c
     )
 
 
+def test_a_file_that_grew_is_said_to_have_more_customers(con):
+    """A file of 210 customers after one of 200 was "0.0% fewer"."""
+    _with_runs(con, 210, "/in/customers.csv", [("last", "2025-01-02", 200, "/in/customers.csv")])
+    outcome = customer_count_kept(con, "this", 0.5)
+    assert outcome.passed
+    assert outcome.description == (
+        "customer count 210 against 200 in the last run last of the same file "
+        "(5.0% more; limit 50% fewer)"
+    )
+
+
 def test_customer_count_of_a_file_never_run_before_is_not_compared(con):
     _with_runs(con, 5, "/in/other.csv", [("last", "2025-01-02", 100, "/in/customers.csv")])
     outcome = customer_count_kept(con, "this", 0.0)

@@ -192,9 +192,10 @@ def customer_count_kept(
     previous_run_id, n_previous = previous
     drop = max(0.0, 1 - n_customers / n_previous)
     metadata.update(previous_customers=n_previous, previous_run_id=previous_run_id, drop=drop)
+    change = f"{drop:.1%} fewer" if drop > 0 else f"{n_customers / n_previous - 1:.1%} more"
     summary = (
         f"customer count {n_customers:,} against {n_previous:,} in the last run "
-        f"{previous_run_id} of the same file ({drop:.1%} fewer; limit {max_drop:.0%})"
+        f"{previous_run_id} of the same file ({change}; limit {max_drop:.0%} fewer)"
     )
     if drop <= max_drop:
         return CheckOutcome(True, summary, metadata)

@@ -45,12 +45,16 @@ def _usable_k_max(
     n_distinct = count_distinct_sorted(sorted_rows(sample))  # 5x faster than np.unique
     if n_distinct <= k_min:
         raise dg.Failure(
-            description=f"only {n_distinct} distinct customers on the chosen features; at least "
-            f"{k_min + 1} are needed to choose between {k_min} or more segments",
+            description=f"the customers take only {n_distinct} distinct values on the chosen "
+            f"features; at least {k_min + 1} are needed to choose between {k_min} or more "
+            "segments",
             allow_retries=False,
         )
     if k_max >= n_distinct:
-        context.log.warning(f"k_max lowered from {k_max} to {n_distinct - 1} (distinct customers)")
+        context.log.warning(
+            f"k_max lowered from {k_max} to {n_distinct - 1}: the customers take only "
+            f"{n_distinct} distinct values on the chosen features"
+        )
         return n_distinct - 1
     return k_max
 
@@ -82,7 +86,12 @@ def customer_features(
         con.execute("BEGIN TRANSACTION")
         record_scaling(con, scaling, run_id)
         con.execute("COMMIT")
-        preview = markdown_preview(con, "SELECT * FROM customer_features ORDER BY customer_id")
+        # FLOAT (32-bit) values read as doubles show noise: -1.424568772315979 for -1.4245688
+        preview = markdown_preview(
+            con,
+            "SELECT customer_id, round(COLUMNS(* EXCLUDE (customer_id))::DOUBLE, 4) "
+            "FROM customer_features ORDER BY customer_id",
+        )
     return dg.MaterializeResult(
         metadata={
             "features": ", ".join(names),
