@@ -725,6 +725,38 @@ def test_a_run_left_behind_by_a_killed_process_is_ended(tmp_path, mall_csv, cust
         assert instance.get_run_by_id(second).status == dg.DagsterRunStatus.FAILURE
 
 
+def test_a_run_whose_process_was_killed_before_it_started_is_ended(tmp_path):
+    """A `segmentation run` killed in its first seconds left its run NOT_STARTED for good."""
+    import dagster as dg
+
+    from segmentation_pipeline.definitions import defs
+    from segmentation_pipeline.defs.sensors import PROCESS_TAG, orphaned_cli_runs
+
+    gone = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from segmentation_pipeline.core.process_identity import current_process_identity"
+            " as i; print(i())",
+        ],
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=REPO_ROOT,
+    ).stdout.strip()
+    home = tmp_path / "home"
+    home.mkdir()
+    with dg.DagsterInstance.from_config(str(home)) as instance:
+        job = defs().resolve_job_def("segmentation_job")
+        run = instance.create_run_for_job(job, tags={PROCESS_TAG: gone})
+        assert run.status == dg.DagsterRunStatus.NOT_STARTED
+
+        tick = orphaned_cli_runs(dg.build_sensor_context(instance=instance))
+
+        assert f"Ended run {run.run_id}: " in tick.skip_message
+        assert instance.get_run_by_id(run.run_id).status == dg.DagsterRunStatus.FAILURE
+
+
 def test_an_unreadable_source_fails_at_once_without_retries(tmp_path, mall_csv):
     """A file the run may not read is no transient error: it was retried twice (20 s)."""
     source = tmp_path / "customers.csv"

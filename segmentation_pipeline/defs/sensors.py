@@ -62,7 +62,9 @@ _ASSET_KEYS = frozenset(
     )
 )
 PROCESS_TAG = "segmentation/process"
+# NOT_STARTED too: a `segmentation run` killed in its first seconds leaves its run so.
 _IN_PROGRESS = (
+    dg.DagsterRunStatus.NOT_STARTED,
     dg.DagsterRunStatus.STARTING,
     dg.DagsterRunStatus.STARTED,
     dg.DagsterRunStatus.CANCELING,
