@@ -144,6 +144,29 @@ def test_the_launchpad_can_set_one_setting_alone(tmp_path, monkeypatch, mall_csv
     assert (source, largest_k) == (str(mall_csv), 4)
 
 
+def test_settings_the_engines_do_not_know_fail_the_run_before_it_reads_anything(tmp_path):
+    """A misspelt algorithm (launchpad) failed only at segmentation_model, after the input
+    was loaded and checked, and the alert showed pydantic's dump when it did fail early."""
+    with pytest.raises(ValueError, match="known: "):
+        SegmentationSettings(algorithms=["kmeans", "bogus"])
+    with pytest.raises(ValueError, match="unknown feature"):
+        SegmentationSettings(features=["age", "income"])
+    with pytest.raises(ValueError, match="the Spark engine fits kmeans and bisecting_kmeans"):
+        SegmentationSettings(engine="spark", algorithms=["ward"])
+
+    with dg.instance_for_test() as instance:
+        result = _run_job(
+            instance, tmp_path / "any.csv", tmp_path / "w.duckdb", settings={"k_max": 1}
+        )
+        assert not result.success
+        assert not [e for e in result.all_events if e.event_type_value == "STEP_START"]
+        alert = _alert_for(instance, result)
+    assert alert.endswith(
+        "failed before any step ran: invalid settings: k_max: Input should be greater than "
+        "or equal to 2"
+    )
+
+
 def test_committed_instance_config_queues_writers_one_at_a_time(tmp_path, monkeypatch):
     shutil.copy(Path(__file__).resolve().parents[1] / "dagster_home" / "dagster.yaml", tmp_path)
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path))

@@ -100,4 +100,21 @@ def error_text(error: Any) -> str:
     head, separator, rest = message.partition(": ")
     if separator and head.rsplit(".", 1)[-1] == error.cls_name:
         message = rest
+    if error.cls_name == "ValidationError":  # pydantic's, of the settings given at launch
+        return f"invalid settings: {_validation_reasons(message)}"
     return message if error.cls_name in USER_WORDED_ERRORS else f"{error.cls_name}: {message}"
+
+
+def _validation_reasons(message: str) -> str:
+    """pydantic's ValidationError text without its input dump and links: 'k_max: Input
+    should be greater than or equal to 2; k_max (3) must be >= k_min (5)'."""
+    reasons: list[str] = []
+    field = ""
+    for line in message.splitlines()[1:]:  # the first says "N validation errors for X"
+        if not line.startswith(" "):
+            field = f"{line.strip()}: "
+        elif not line.startswith("    "):
+            reason = line.strip().removeprefix("Value error, ").split(" [type=")[0]
+            reasons.append(field + reason)
+            field = ""
+    return "; ".join(reasons) or message

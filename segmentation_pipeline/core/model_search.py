@@ -50,11 +50,10 @@ from threadpoolctl import threadpool_limits
 from segmentation_pipeline.core.alignment import ari_from_contingency
 from segmentation_pipeline.core.forked import ForkedCall, fork_available
 from segmentation_pipeline.core.selection import (
-    ALGORITHMS,
-    SIMPLICITY,
     Candidate,
     ModelSelection,
     SampleSizes,
+    algorithms_for,
     assign_nearest,
     canonical_order,
     choose_candidate,
@@ -201,13 +200,7 @@ def _validate_settings(
     sizes: SampleSizes,
 ) -> None:
     """Reject settings that cannot produce a meaningful selection, with a clear message."""
-    if not algorithms:
-        raise ValueError(f"algorithms must name at least one of {ALGORITHMS}")
-    unknown = [a for a in algorithms if a not in SIMPLICITY]
-    if unknown:
-        raise ValueError(f"unknown algorithm(s) {unknown}; known: {list(ALGORITHMS)}")
-    if len(set(algorithms)) != len(algorithms):
-        raise ValueError(f"algorithms must not repeat, got {list(algorithms)}")
+    algorithms_for("local", algorithms)
     validate_k_range(k_min, k_max, n_distinct, stability_threshold)
     if sizes.bootstrap_resamples < 1:
         raise ValueError("sizes.bootstrap_resamples must be >= 1")

@@ -43,6 +43,38 @@ from segmentation_pipeline.core import workers
 ALGORITHMS: tuple[str, ...] = ("kmeans", "gmm", "ward")
 # Lower is simpler; used to break silhouette ties.
 SIMPLICITY: dict[str, int] = {name: rank for rank, name in enumerate(ALGORITHMS)}
+# The Spark engine's MLlib algorithms: k-means (k-means||) and bisecting k-means.
+SPARK_ALGORITHMS: tuple[str, ...] = ("kmeans", "bisecting_kmeans")
+
+
+def algorithms_for(engine: str, requested: Sequence[str]) -> tuple[str, ...]:
+    """The algorithms a run tries on ``engine`` for its ``algorithms`` setting; ValueError
+    saying what is wrong. Checked when a run starts, not only at the model search.
+
+    The setting's default (the local engine's kmeans, gmm, ward) means "this engine's
+    default": on Spark, k-means and bisecting k-means; otherwise every name must be one
+    the engine fits.
+    """
+    names = tuple(requested)
+    if engine == "spark":
+        if set(names) == set(ALGORITHMS):
+            return SPARK_ALGORITHMS
+        unknown = [name for name in names if name not in SPARK_ALGORITHMS]
+        if unknown or not names:
+            raise ValueError(
+                f"the Spark engine fits {' and '.join(SPARK_ALGORITHMS)}; "
+                f"got {', '.join(names) or 'none'}"
+            )
+    else:
+        if not names:
+            raise ValueError(f"algorithms must name at least one of {ALGORITHMS}")
+        unknown = [name for name in names if name not in SIMPLICITY]
+        if unknown:
+            raise ValueError(f"unknown algorithm(s) {unknown}; known: {list(ALGORITHMS)}")
+    if len(set(names)) != len(names):
+        raise ValueError(f"algorithms must not repeat, got {list(names)}")
+    return names
+
 
 CANDIDATE_COLUMNS: tuple[str, ...] = (
     "algorithm",

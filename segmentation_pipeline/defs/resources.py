@@ -25,8 +25,9 @@ from segmentation_pipeline.core.engine import (
     get_engine,
     spark_master_from_env,
 )
+from segmentation_pipeline.core.features import parse_features
 from segmentation_pipeline.core.schema import DEFAULT_FEATURES
-from segmentation_pipeline.core.selection import ALGORITHMS
+from segmentation_pipeline.core.selection import ALGORITHMS, algorithms_for
 from segmentation_pipeline.core.validation import staged_in_run
 from segmentation_pipeline.core.warehouse import Warehouse
 
@@ -189,6 +190,14 @@ class SegmentationSettings(dg.ConfigurableResource):
         """Checked when the run starts, not after the input was loaded and checked."""
         if self.k_max < self.k_min:
             raise ValueError(f"k_max ({self.k_max}) must be >= k_min ({self.k_min})")
+        return self
+
+    @model_validator(mode="after")
+    def _features_and_algorithms_are_known(self) -> Self:
+        """Checked when the run starts: a misspelt algorithm or feature failed only at its
+        step, after the input was loaded and checked."""
+        parse_features(self.features)
+        algorithms_for(self.engine, self.algorithms)
         return self
 
     @property

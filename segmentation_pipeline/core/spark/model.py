@@ -21,9 +21,11 @@ from segmentation_pipeline.core.model_search import (
 )
 from segmentation_pipeline.core.selection import (
     ALGORITHMS,
+    SPARK_ALGORITHMS,
     Candidate,
     ModelSelection,
     SampleSizes,
+    algorithms_for,
     assign_nearest,
     canonical_order,
     choose_candidate,
@@ -34,7 +36,6 @@ from segmentation_pipeline.core.selection import (
     validated_matrix,
 )
 
-SPARK_ALGORITHMS: tuple[str, ...] = ("kmeans", "bisecting_kmeans")
 # Silhouette ties go to the simpler algorithm: plain k-means, then bisecting k-means.
 SPARK_SIMPLICITY: dict[str, int] = {name: rank for rank, name in enumerate(SPARK_ALGORITHMS)}
 _MAX_ITER = 50  # k-means stops earlier when the centres move less than its tolerance
@@ -52,24 +53,8 @@ _FIT_THREADS = 4
 
 
 def spark_algorithms(requested: Sequence[str]) -> tuple[str, ...]:
-    """The MLlib algorithms to try for a run's ``algorithms`` setting.
-
-    The setting's default (the local engine's kmeans, gmm, ward) means "this engine's
-    default", i.e. k-means (k-means||) and bisecting k-means; otherwise every name must be
-    one of those two.
-    """
-    names = tuple(requested)
-    if set(names) == set(ALGORITHMS):
-        return SPARK_ALGORITHMS
-    unknown = [name for name in names if name not in SPARK_ALGORITHMS]
-    if unknown or not names:
-        raise ValueError(
-            f"the Spark engine fits {' and '.join(SPARK_ALGORITHMS)}; "
-            f"got {', '.join(names) or 'none'}"
-        )
-    if len(set(names)) != len(names):
-        raise ValueError(f"algorithms must not repeat, got {list(names)}")
-    return names
+    """The MLlib algorithms to try for a run's ``algorithms`` setting (see algorithms_for)."""
+    return algorithms_for("spark", requested)
 
 
 class ModelSearch:
