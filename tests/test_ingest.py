@@ -421,7 +421,9 @@ def test_semicolons_are_named_when_a_header_cell_holds_a_comma(con, write_csv):
         stage_customers(con, path, "run-1")
 
 
-@pytest.mark.parametrize("income", ["Annual Income ($)", "annual_income_$", "Income $"])
+@pytest.mark.parametrize(
+    "income", ["Annual Income ($)", "annual_income_$", "Income $", "Annual Income (USD)"]
+)
 def test_an_income_header_in_dollars_is_refused(con, write_csv, income):
     """Incomes in dollars were taken as k$: segment averages of 60,000 "k$"."""
     path = write_csv(f"CustomerID,Gender,Age,{income},Spending Score\n0001,Male,19,15000,39\n")
@@ -440,6 +442,7 @@ def test_an_income_header_in_dollars_is_refused(con, write_csv, income):
         "Annual Income (K $)",
         "Annual Income ($k)",
         "annual_income",
+        "Income (k$)",
     ],
 )
 def test_an_income_header_in_thousands_is_accepted(con, write_csv, income):

@@ -212,7 +212,8 @@ def _check_income_unit(source: Path, cell: str) -> None:
     """Refuse an income header in dollars: "Annual Income ($)" matches annual_income, which is
     in thousands of dollars, and incomes in dollars would be read as k$ (or be out of range)."""
     unit = re.sub(r"\s", "", cell.lower())
-    if "$" in unit and "k$" not in unit and "$k" not in unit:
+    in_thousands = any(mark in unit for mark in ("k$", "$k", "kusd", "usdk"))
+    if ("$" in unit or "usd" in unit) and not in_thousands:
         raise InputError(
             source,
             f"column {cell!r} is in dollars; annual_income is in thousands of dollars: "
