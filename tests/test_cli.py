@@ -288,6 +288,17 @@ def test_invalid_settings_are_refused_before_the_run_starts(published, tmp_path)
     # failed after the whole model search: the seed column is an INTEGER
     too_large = segmentation("run", "--seed", "3000000000", "--warehouse", warehouse, env=env)
 
+    # took 35 s, retried, to end in a Java stack trace that did not name it
+    bad_master = segmentation(
+        "run", "--engine", "spark", "--spark-master", "bogus://x", "--warehouse", warehouse, env=env
+    )
+
+    assert bad_master.returncode == 2
+    assert bad_master.stderr == (
+        "segmentation run: 'bogus://x' is not a Spark master URL: use local[*], local[N], "
+        "spark://host:7077, yarn, k8s://https://host:443 or a Spark Connect server, "
+        "sc://host:15002\n"
+    )
     assert empty_range.returncode == negative.returncode == too_large.returncode == 2
     assert too_large.stderr == (
         "segmentation run: --seed: Input should be less than or equal to 2147483647\n"

@@ -22,6 +22,7 @@ from segmentation_pipeline.core.engine import (
     SPARK_MASTER_ENV,
     SegmentationEngine,
     check_spark_available,
+    check_spark_master,
     get_engine,
     spark_master_from_env,
 )
@@ -193,11 +194,13 @@ class SegmentationSettings(dg.ConfigurableResource):
         return self
 
     @model_validator(mode="after")
-    def _features_and_algorithms_are_known(self) -> Self:
+    def _the_engine_knows_the_settings(self) -> Self:
         """Checked when the run starts: a misspelt algorithm or feature failed only at its
         step, after the input was loaded and checked."""
         parse_features(self.features)
         algorithms_for(self.engine, self.algorithms)
+        if self.engine == "spark":
+            check_spark_master(self.spark_master_url)
         return self
 
     @property
