@@ -37,6 +37,16 @@ LOAD_TIMEOUT = 180.0
 RUN_TIMEOUT = 180.0
 SCHEDULE_TIMEOUT = 180.0  # first tick within a minute, then queued behind the manual run
 
+ASSETS = [
+    "raw_customers",
+    "customer_features",
+    "segmentation_model",
+    "customer_segments",
+    "segment_profiles",
+    "published_warehouse",
+    "segment_report",
+]
+
 REPOSITORY_QUERY = """
 query Repository($selector: RepositorySelector!) {
   repositoryOrError(repositorySelector: $selector) {
@@ -222,15 +232,7 @@ def test_ui_shows_assets_checks_job_schedule_and_sensors(dev):
     assert repository["__typename"] == "Repository", repository
 
     assets = {"/".join(node["assetKey"]["path"]) for node in repository["assetNodes"]}
-    assert {
-        "raw_customers",
-        "customer_features",
-        "segmentation_model",
-        "customer_segments",
-        "segment_profiles",
-        "published_warehouse",
-        "segment_report",
-    } <= assets
+    assert set(ASSETS) <= assets
     checks = {
         check["name"]: check["blocking"]
         for node in repository["assetNodes"]
@@ -251,17 +253,6 @@ def test_ui_shows_assets_checks_job_schedule_and_sensors(dev):
         "segmentation_run_failed": "RUNNING",
         "orphaned_cli_runs": "RUNNING",
     }
-
-
-ASSETS = [
-    "raw_customers",
-    "customer_features",
-    "segmentation_model",
-    "customer_segments",
-    "segment_profiles",
-    "published_warehouse",
-    "segment_report",
-]
 
 
 def test_launched_and_scheduled_runs_publish_one_at_a_time(dev, paths):
