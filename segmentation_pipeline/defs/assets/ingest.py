@@ -37,6 +37,12 @@ def raw_customers(
     """
     engine = engine_for(settings)
     source = settings.source_path
+    selection = context.run.asset_selection  # None: the whole job
+    if selection is not None and dg.AssetKey("published_warehouse") not in selection:
+        context.log.warning(
+            "This run does not publish (published_warehouse is not selected): the customers "
+            "staged here are checked, then discarded when it ends."
+        )
     with warehouse.work_connection(context.run.run_id) as con:
         before = file_state(source)
         try:
