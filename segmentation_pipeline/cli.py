@@ -28,7 +28,11 @@ EXIT_BROKEN_PIPE = 141  # as a command stopped by SIGPIPE, when its reader went 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown:  # with the command's own usage, not the top level's
+        getattr(args, "command_parser", parser).error(
+            f"unrecognized arguments: {' '.join(unknown)}"
+        )
     try:
         return int(args.handler(args))
     except KeyboardInterrupt:
@@ -85,13 +89,13 @@ def _parser() -> argparse.ArgumentParser:
         help="Spark master for --engine spark: local[*] (default $SEGMENTATION_SPARK_MASTER, "
         "else local[*]), spark://host:7077, yarn, k8s://..., or Spark Connect sc://host:15002",
     )
-    run.set_defaults(handler=_run)
+    run.set_defaults(handler=_run, command_parser=run)
 
     sql = commands.add_parser("sql", help="query the published warehouse (read-only)")
     sql.add_argument("query", help='SQL, e.g. "SELECT * FROM customers LIMIT 5"')
     sql.add_argument("--warehouse", type=Path, help="published DuckDB file")
     sql.add_argument("--format", choices=("table", "csv", "json"), default="table")
-    sql.set_defaults(handler=_sql)
+    sql.set_defaults(handler=_sql, command_parser=sql)
 
     generate = commands.add_parser("generate", help="write a synthetic customer CSV")
     generate.add_argument("--rows", type=int, required=True)
@@ -102,7 +106,7 @@ def _parser() -> argparse.ArgumentParser:
         action="store_true",
         help="add a latent_segment column (ignored by ingest) for benchmarks",
     )
-    generate.set_defaults(handler=_generate)
+    generate.set_defaults(handler=_generate, command_parser=generate)
     return parser
 
 

@@ -341,6 +341,14 @@ def test_a_folder_or_a_csv_as_the_warehouse_is_refused_before_the_run_starts(pub
     assert not any(folder.iterdir())
 
 
+def test_an_unknown_flag_shows_the_commands_own_usage():
+    """`segmentation run --bogus` showed the top level's usage, which lists no flag."""
+    done = segmentation("run", "--bogus", env=subprocess_env())
+    assert done.returncode == 2
+    assert done.stderr.startswith("usage: segmentation run [-h] [--source SOURCE]")
+    assert done.stderr.endswith("segmentation run: error: unrecognized arguments: --bogus\n")
+
+
 def test_generate_refuses_a_negative_seed(tmp_path):
     done = segmentation(
         "generate",
