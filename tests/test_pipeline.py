@@ -20,10 +20,13 @@ from tests.conftest import KAGGLE_HEADER, file_sha256
 DEFINITIONS = defs()
 
 
-def materialize(source: Path, warehouse: Path, **settings: object) -> dg.ExecuteInProcessResult:
-    """Every asset and check of the code location, materialized for real."""
+def materialize(
+    source: Path, warehouse: Path, selection: dg.AssetSelection | None = None, **settings: object
+) -> dg.ExecuteInProcessResult:
+    """Every asset and check of the code location (or the selection), materialized for real."""
     return dg.materialize(
         [*DEFINITIONS.assets, *DEFINITIONS.asset_checks],
+        selection=selection,
         resources={
             **DEFINITIONS.resources,
             "warehouse": WarehouseResource(path=str(warehouse)),
@@ -369,15 +372,8 @@ def test_a_selection_without_raw_customers_fails_at_once_and_publishes_nothing(p
     and published the published warehouse's customers as a new run, with no source; one of
     the later assets alone failed after 20 s of retries with "Table ... does not exist"."""
     before = file_sha256(published_mall)
-    result = dg.materialize(
-        [*DEFINITIONS.assets, *DEFINITIONS.asset_checks],
-        selection=dg.AssetSelection.assets("customer_features").downstream(),
-        resources={
-            **DEFINITIONS.resources,
-            "warehouse": WarehouseResource(path=str(published_mall)),
-            "settings": SegmentationSettings(source_csv=str(published_mall)),
-        },
-        raise_on_error=False,
+    result = materialize(
+        published_mall, published_mall, dg.AssetSelection.assets("customer_features").downstream()
     )
 
     assert not result.success
@@ -393,15 +389,8 @@ def test_the_blocking_checks_run_alone_fail_instead_of_checking_the_published_da
 ):
     """Executed on their own (the UI offers it), the checks passed on the published
     customers, next to a materialization of raw_customers that had failed them."""
-    result = dg.materialize(
-        [*DEFINITIONS.assets, *DEFINITIONS.asset_checks],
-        selection=dg.AssetSelection.checks_for_assets("raw_customers"),
-        resources={
-            **DEFINITIONS.resources,
-            "warehouse": WarehouseResource(path=str(published_mall)),
-            "settings": SegmentationSettings(source_csv=str(mall_csv)),
-        },
-        raise_on_error=False,
+    result = materialize(
+        mall_csv, published_mall, dg.AssetSelection.checks_for_assets("raw_customers")
     )
 
     evaluations = result.get_asset_check_evaluations()
@@ -416,17 +405,27 @@ def test_the_report_alone_renders_the_latest_published_run_again(published_mall,
     [published_run] = published(published_mall, "SELECT run_id FROM segmentation_runs")
     shutil.rmtree(reports)
 
-    result = dg.materialize(
-        [*DEFINITIONS.assets, *DEFINITIONS.asset_checks],
-        selection=dg.AssetSelection.assets("segment_report"),
-        resources={
-            **DEFINITIONS.resources,
-            "warehouse": WarehouseResource(path=str(published_mall)),
-            "settings": SegmentationSettings(source_csv=str(mall_csv)),
-        },
-        raise_on_error=False,
-    )
+    result = materialize(mall_csv, published_mall, dg.AssetSelection.assets("segment_report"))
 
     assert result.success
     assert (reports / f"{published_run[0]}.html").exists()
     assert published_run[0] in (reports / "latest.md").read_text()
+
+
+def test_raw_customers_alone_says_that_nothing_is_published(mall_csv, warehouse):
+    """Materialized alone from the Assets page, it succeeded with full metadata, and its
+    customers were silently discarded at the end of the run."""
+    job = defs().resolve_implicit_global_asset_job_def()
+    with dg.instance_for_test() as instance:
+        result = job.execute_in_process(
+            run_config=_run_config(mall_csv, warehouse),
+            asset_selection=[dg.AssetKey("raw_customers")],
+            instance=instance,
+        )
+        messages = [entry.user_message for entry in instance.all_logs(result.run_id)]
+
+    assert result.success
+    assert any(
+        "This run does not publish (published_warehouse is not selected)" in m for m in messages
+    )
+    assert not warehouse.exists()
