@@ -37,6 +37,25 @@ def test_workspace_yaml_validates(tmp_path):
     assert "segmentation_pipeline" in done.stdout + done.stderr
 
 
+def test_the_code_location_name_the_run_queue_keys_on_is_the_configured_one():
+    """dagster.yaml's run queue and the failure alert name the location: a rename in
+    workspace.yaml or pyproject alone would take every UI run out of the queue."""
+    import tomllib
+
+    import yaml
+
+    from segmentation_pipeline.defs.jobs import CODE_LOCATION
+
+    workspace = yaml.safe_load((REPO_ROOT / "workspace.yaml").read_text())
+    [module] = [entry["python_module"] for entry in workspace["load_from"]]
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["tool"]["dg"]["project"]
+    instance = yaml.safe_load((REPO_ROOT / "dagster_home" / "dagster.yaml").read_text())
+    limits = instance["concurrency"]["runs"]["tag_concurrency_limits"]
+
+    assert module["location_name"] == project["code_location_name"] == CODE_LOCATION
+    assert {"key": "dagster/code_location", "value": CODE_LOCATION, "limit": 1} in limits
+
+
 def test_job_covers_the_group_with_blocking_checks_in_process():
     definitions = defs()
     job = definitions.resolve_job_def("segmentation_job")

@@ -7,6 +7,7 @@ tested as pure arithmetic and then end to end over real runs of `segmentation_jo
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import shutil
@@ -31,15 +32,14 @@ from segmentation_pipeline.defs.drift_checks import (
     SILHOUETTE_DROP,
     segment_drift,
 )
+from segmentation_pipeline.defs.jobs import CODE_LOCATION
 from segmentation_pipeline.defs.resources import (
     DriftThresholds,
     SegmentationSettings,
     WarehouseResource,
 )
 from segmentation_pipeline.defs.sensors import (
-    failure_alert,
     file_sha256,
-    is_segmentation_run,
     segmentation_run_failed,
     source_file_changed,
 )
@@ -156,14 +156,17 @@ def test_settings_the_engines_do_not_know_fail_the_run_before_it_reads_anything(
 
     with dg.instance_for_test() as instance:
         result = _run_job(
-            instance, tmp_path / "any.csv", tmp_path / "w.duckdb", settings={"k_max": 1}
+            instance,
+            tmp_path / "any.csv",
+            tmp_path / "w.duckdb",
+            settings={"algorithms": ["kmeans", "bogus"]},
         )
         assert not result.success
         assert not [e for e in result.all_events if e.event_type_value == "STEP_START"]
         alert = _alert_for(instance, result)
     assert alert.endswith(
-        "failed before any step ran: invalid settings: k_max: Input should be greater than "
-        "or equal to 2"
+        "failed before any step ran: invalid settings: unknown algorithm(s) ['bogus']; known: "
+        "['kmeans', 'gmm', 'ward']"
     )
 
 
@@ -173,12 +176,13 @@ def test_committed_instance_config_queues_writers_one_at_a_time(tmp_path, monkey
     with dg.DagsterInstance.get() as instance:
         assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
         limits = instance.get_concurrency_config().run_queue_config.tag_concurrency_limits
-        assert {
-            "key": "dagster/code_location",
-            "value": {"applyLimitPerUniqueValue": True},
-            "limit": 1,
-        } in limits
+        # this location's runs only: other locations of a shared instance keep their own
+        assert {"key": "dagster/code_location", "value": CODE_LOCATION, "limit": 1} in limits
+        # the key of homes set up before, which segmentation_job still carries
+        assert {"key": "segmentation/writer", "limit": 1} in limits
         assert not instance.telemetry_enabled
+    job = defs().resolve_job_def("segmentation_job")
+    assert job.tags["segmentation/writer"] == "warehouse"
 
 
 # --- source file sensor ---------------------------------------------------------------------
@@ -307,15 +311,34 @@ def _run_job(instance: dg.DagsterInstance, source: Path, warehouse: Path, **reso
     )
 
 
-def _alert_for(instance: dg.DagsterInstance, result) -> str:
+class _Lines(logging.Handler):
+    """The messages a logger was given."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def _logged_alerts(instance: dg.DagsterInstance, result) -> list[str]:
+    """The lines the failure sensor logs for a failed run (none for a run not ours)."""
     context = dg.build_run_status_sensor_context(
         sensor_name="segmentation_run_failed",
         dagster_event=result.get_run_failure_event(),
         dagster_instance=instance,
         dagster_run=result.dagster_run,
     ).for_run_failure()
-    segmentation_run_failed(context)  # logs without raising
-    return failure_alert(context)
+    logged = _Lines()
+    context.log.addHandler(logged)
+    segmentation_run_failed(context)
+    return logged.lines
+
+
+def _alert_for(instance: dg.DagsterInstance, result) -> str:
+    [alert] = _logged_alerts(instance, result)
+    return alert
 
 
 def test_failure_alert_names_job_run_step_and_reason(tmp_path):
@@ -364,10 +387,11 @@ def test_failure_alert_before_any_step_gives_the_resources_own_reason(tmp_path):
 
 def test_failed_runs_of_the_assets_page_are_alerted_too(tmp_path):
     """The Assets page's *Materialize* runs Dagster's implicit asset job, whose failures were
-    never alerted: the sensor kept to segmentation_job."""
+    never alerted: the sensor kept to segmentation_job. Runs of other code locations are
+    not ours, even of an asset with one of our names."""
 
-    @dg.asset
-    def unrelated() -> None:
+    @dg.asset(name="raw_customers")
+    def someone_elses() -> None:
         raise ValueError("not ours")
 
     with dg.instance_for_test() as instance:
@@ -384,15 +408,21 @@ def test_failed_runs_of_the_assets_page_are_alerted_too(tmp_path):
                 asset_selection=[dg.AssetKey("raw_customers")],
                 instance=instance,
                 raise_on_error=False,
+                # as Dagster tags the runs it launches from a code location
+                tags={"dagster/code_location": CODE_LOCATION},
             )
         )
-        other = dg.materialize([unrelated], instance=instance, raise_on_error=False)
-
+        other = dg.materialize(
+            [someone_elses],
+            instance=instance,
+            raise_on_error=False,
+            tags={"dagster/code_location": "another_team"},
+        )
         assert not ours.success and not other.success
-        assert is_segmentation_run(ours.dagster_run)
-        assert not is_segmentation_run(other.dagster_run)
-        alert = _alert_for(instance, ours)
-    assert f"run {ours.run_id} failed at step raw_customers: " in alert
+
+        [alert] = _logged_alerts(instance, ours)
+        assert _logged_alerts(instance, other) == []
+    assert alert.startswith(f"ALERT __ASSET_JOB run {ours.run_id} failed at step raw_customers: ")
     assert "missing.csv" in alert
 
 

@@ -30,16 +30,7 @@ from segmentation_pipeline.core import locations
 from segmentation_pipeline.core.errors import error_text
 from segmentation_pipeline.core.process_identity import process_is_gone
 from segmentation_pipeline.core.warehouse import Warehouse
-from segmentation_pipeline.defs.assets.ingest import raw_customers
-from segmentation_pipeline.defs.assets.model import (
-    customer_features,
-    customer_segments,
-    segmentation_model,
-)
-from segmentation_pipeline.defs.assets.profiles import segment_profiles
-from segmentation_pipeline.defs.assets.publish import published_warehouse
-from segmentation_pipeline.defs.assets.report import segment_report
-from segmentation_pipeline.defs.jobs import segmentation_job
+from segmentation_pipeline.defs.jobs import CODE_LOCATION, segmentation_job
 from segmentation_pipeline.defs.resources import SegmentationSettings
 
 _CHUNK = 1 << 20
@@ -48,19 +39,8 @@ _CHUNK = 1 << 20
 # the file changes while it reads it).
 SETTLE_SECONDS = 60
 # The tag of a run started by `segmentation run`: the identity of the process running it.
-# The pipeline's assets, by key: a failed run of the Assets page that touches one alerts.
-_ASSET_KEYS = frozenset(
-    asset.key
-    for asset in (
-        raw_customers,
-        customer_features,
-        segmentation_model,
-        customer_segments,
-        segment_profiles,
-        published_warehouse,
-        segment_report,
-    )
-)
+# Dagster's tag of the code location that launched a run (none on `segmentation run`'s).
+CODE_LOCATION_TAG = "dagster/code_location"
 PROCESS_TAG = "segmentation/process"
 # NOT_STARTED too: a `segmentation run` killed in its first seconds leaves its run so.
 _IN_PROGRESS = (
@@ -276,12 +256,14 @@ def segmentation_run_failed(context: dg.RunFailureSensorContext) -> None:
 
 
 def is_segmentation_run(run: dg.DagsterRun) -> bool:
-    """A run of segmentation_job, or one from the Assets page (Dagster's implicit asset job)
-    that materializes or checks one of its assets: both can fail a refresh."""
-    if run.job_name == segmentation_job.name:
-        return True
-    checked = {check.asset_key for check in run.asset_check_selection or ()}
-    return bool(({*(run.asset_selection or ())} | checked) & _ASSET_KEYS)
+    """A run of segmentation_job (launched, or of `segmentation run`, which has no code
+    location), or any run this code location launched: from the Assets page, Dagster's
+    implicit asset job, whatever its selection. Other locations' runs are not ours, even
+    with an asset of the same name."""
+    location = run.tags.get(CODE_LOCATION_TAG)
+    if location is not None:
+        return location == CODE_LOCATION
+    return run.job_name == segmentation_job.name
 
 
 def end_orphaned_runs(instance: dg.DagsterInstance) -> list[str]:
