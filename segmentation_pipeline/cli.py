@@ -149,8 +149,7 @@ def _run(args: argparse.Namespace) -> int:
         settings["max_customer_drop"] = args.max_customer_drop
     if args.engine is not None:
         settings["engine"] = args.engine
-    # The run config replaces the settings' defaults as a whole, so the environment's
-    # master is passed on explicitly.
+    # Written into the run's config, so that the UI's run page shows the master it used.
     settings["spark_master"] = args.spark_master or spark_master_from_env()
     if args.features is not None:
         try:
@@ -268,8 +267,13 @@ def _sql(args: argparse.Namespace) -> int:
 
 def _as_json(frame: Any) -> str:
     """Rows as a JSON array of objects, every value as stored: numbers to their last digit
-    (pandas' JSON rounds to 10 decimals, so 1e-12 became 0), timestamps to the microsecond
+    (pandas' JSON rounds to 10 decimals, so 1e-12 became 0; a FLOAT as its own digits, as in
+    the CSV), timestamps to the microsecond
     (a finished_at read back must find its run again), missing values as null."""
+    for name in frame.columns[frame.dtypes == "float32"]:
+        # a FLOAT's own shortest digits (0.1), not those of the double it widens to
+        values = frame[name].to_numpy()  # float32 scalars: iterating the column widens them
+        frame[name] = [None if value != value else float(str(value)) for value in values]
     rows = frame.astype(object).where(frame.notna(), None).to_dict("records")
     return json.dumps([_json_value(row) for row in rows], indent=2, allow_nan=False)
 

@@ -81,7 +81,8 @@ def run_segmentation_job(
         key.to_python_identifier() for key in job.asset_layer.selected_asset_keys
     )
     job = job.with_logger_defs({"progress": _progress_logger(asset_steps)})
-    # Resource config given at launch replaces the defaults as a whole, so it is complete.
+    # The source and the warehouse are written into the run's config (they would default to
+    # the same), so that the UI's run page shows which files this run read and wrote.
     settings = {"source_csv": str(locations.source_csv()), **(settings_config or {})}
     run_config: dict[str, object] = {
         "loggers": {"progress": {}},
@@ -256,7 +257,7 @@ def _holds_run(warehouse: Path, run_id: str) -> bool:
 
 def published_summary(warehouse: Path, run_id: str, warnings: Sequence[str] = ()) -> str:
     """What the run published, read back from the warehouse the way an analyst would."""
-    from segmentation_pipeline.core.selection import UNSTABLE_CHOICE
+    from segmentation_pipeline.core.selection import UNSTABLE_CAUTION, UNSTABLE_CHOICE
     from segmentation_pipeline.core.warehouse import Warehouse
 
     con = Warehouse(warehouse).connect_read_only()
@@ -284,9 +285,7 @@ def published_summary(warehouse: Path, run_id: str, warnings: Sequence[str] = ()
         agreement = "  first run"
     caution = []
     if UNSTABLE_CHOICE in (rule or ""):
-        caution = [
-            "  caution:    no model was stable under resampling: treat these segments as unstable"
-        ]
+        caution = [f"  caution:    {UNSTABLE_CAUTION}"]
     report = warehouse.parent / "reports" / f"{run_id}.html"
     lines = [
         f"Published run {run_id}",

@@ -157,16 +157,24 @@ def test_sql_json_keeps_every_digit_of_a_number(published):
     """pandas' JSON rounded to 10 decimals: 1e-12 became 0, and JSON and CSV disagreed."""
     env = subprocess_env(SEGMENTATION_WAREHOUSE=published["warehouse"])
     query = (
-        "SELECT silhouette, 1e-12::DOUBLE AS tiny, 'inf'::DOUBLE AS inf, NULL AS gap "
+        "SELECT silhouette, 1e-12::DOUBLE AS tiny, 'inf'::DOUBLE AS inf, NULL AS gap, "
+        "(SELECT distance FROM customer_segments ORDER BY customer_id LIMIT 1) AS distance "
         "FROM segmentation_runs"
     )
 
     [row] = json.loads(segmentation("sql", query, "--format", "json", env=env).stdout)
     [csv_row] = segmentation("sql", query, "--format", "csv", env=env).stdout.splitlines()[1:]
 
-    silhouette, tiny, _, _ = csv_row.split(",")
-    assert row == {"silhouette": float(silhouette), "tiny": 1e-12, "inf": "inf", "gap": None}
-    assert repr(row["silhouette"]) == silhouette
+    silhouette, tiny, _, _, distance = csv_row.split(",")
+    assert row == {
+        "silhouette": float(silhouette),
+        "tiny": 1e-12,
+        "inf": "inf",
+        "gap": None,
+        "distance": float(distance),
+    }
+    # every digit of a DOUBLE, and a FLOAT's own (0.1, not the 0.10000000149011612 it widens to)
+    assert (repr(row["silhouette"]), repr(row["distance"])) == (silhouette, distance)
 
 
 def test_sql_json_timestamps_find_their_run_again(published):

@@ -443,6 +443,8 @@ def test_an_income_header_in_dollars_is_refused(con, write_csv, income):
         "Annual Income ($k)",
         "annual_income",
         "Income (k$)",
+        "Annual Income (k USD)",
+        "Income (USD k)",
     ],
 )
 def test_an_income_header_in_thousands_is_accepted(con, write_csv, income):

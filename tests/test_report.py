@@ -30,8 +30,6 @@ from segmentation_pipeline.core.report import (
     PALETTE,
     SECTIONS,
     RenderedReport,
-    drift_table,
-    gone_segment_names,
     render_report,
     write_report,
 )
@@ -549,7 +547,9 @@ def test_the_label_margin_holds_the_longest_segment_labels() -> None:
         assert text_margin([label], 9) * 9 * fig.dpi >= width + tick_padding_px, label
 
 
-def test_a_segment_gone_since_the_previous_run_is_in_the_drift_table_by_its_old_name() -> None:
+def test_a_segment_gone_since_the_previous_run_is_in_the_drift_table_by_its_old_name(
+    mall_inputs,
+) -> None:
     """Segment 3 of the previous run has no customers now: the drift table lists it as gone,
     under the only name it had (before, the table showed this run's segments only)."""
     con = duckdb.connect()
@@ -568,11 +568,20 @@ def test_a_segment_gone_since_the_previous_run_is_in_the_drift_table_by_its_old_
             ('new', 'annual_income', 30.0)) t(run_id, feature, std)""")
 
     drift = drift_against(con, "new", "old")
-    table = drift_table(drift, {**gone_segment_names(drift), 1: "Low income", 4: "Mid income"})
+    profiles = mall_inputs.profiles.head(2).assign(
+        segment_id=[1, 4], segment_name=["Low income", "Mid income"]
+    )
+    report = render_report(replace(mall_inputs, drift=drift, profiles=profiles))
 
+    table = report.markdown.split("### Segment drift")[1].split("\n## ")[0]
+    rows = [line.split(" | ") for line in table.splitlines() if line.startswith("| ")][2:]
     assert drift["segment_id"].tolist() == [1, 3, 4]
-    assert [row[0] for row in table.rows] == ["1: Low income", "3: High income", "4: Mid income"]
-    assert [row[3] for row in table.rows] == ["+10.0 pp", "segment gone", "new segment"]
+    assert [row[0].strip("| ") for row in rows] == [
+        "1: Low income",
+        "3: High income",
+        "4: Mid income",
+    ]
+    assert [row[3].strip() for row in rows] == ["+10.0 pp", "segment gone", "new segment"]
     assert drift["centroid_shift"].iloc[0] == pytest.approx(0.1)
 
 

@@ -22,8 +22,8 @@ from sklearn.metrics import adjusted_rand_score
 
 from segmentation_pipeline.core.engine import LocalEngine, check_spark_available, get_engine
 from segmentation_pipeline.core.errors import InputError
+from segmentation_pipeline.core.selection import algorithms_for
 from segmentation_pipeline.core.spark.engine import SparkEngine, combine_moments
-from segmentation_pipeline.core.spark.model import spark_algorithms
 from segmentation_pipeline.core.spark.session import build_session, session_config
 from tests.conftest import KAGGLE_HEADER, REPO_ROOT, subprocess_env
 from tests.test_ingest import LINES_AFTER_QUOTES, with_header
@@ -71,10 +71,12 @@ def test_without_java_the_spark_engine_names_the_fix(monkeypatch, tmp_path):
 
 
 def test_spark_algorithms_follow_the_setting():
-    assert spark_algorithms(["kmeans", "gmm", "ward"]) == ("kmeans", "bisecting_kmeans")
-    assert spark_algorithms(["bisecting_kmeans"]) == ("bisecting_kmeans",)
+    assert algorithms_for("spark", ["kmeans", "gmm", "ward"]) == ("kmeans", "bisecting_kmeans")
+    assert algorithms_for("spark", ["bisecting_kmeans"]) == ("bisecting_kmeans",)
     with pytest.raises(ValueError, match="fits kmeans and bisecting_kmeans; got kmeans, ward"):
-        spark_algorithms(["kmeans", "ward"])
+        algorithms_for("spark", ["kmeans", "ward"])
+    with pytest.raises(ValueError, match="must not repeat"):
+        algorithms_for("spark", ["kmeans", "gmm", "ward", "kmeans"])
 
 
 # --- ingest: the local engine's bad inputs give the same outcome -------------------------------

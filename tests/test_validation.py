@@ -144,6 +144,12 @@ def test_a_file_that_grew_is_said_to_have_more_customers(con):
     )
 
 
+def test_an_unchanged_count_is_said_to_be_the_same(con):
+    _with_runs(con, 200, "/in/customers.csv", [("last", "2025-01-02", 200, "/in/customers.csv")])
+    outcome = customer_count_kept(con, "this", 0.5)
+    assert "(the same count; limit 50% fewer)" in outcome.description
+
+
 def test_customer_count_of_a_file_never_run_before_is_not_compared(con):
     _with_runs(con, 5, "/in/other.csv", [("last", "2025-01-02", 100, "/in/customers.csv")])
     outcome = customer_count_kept(con, "this", 0.0)

@@ -31,7 +31,7 @@ import pandas as pd
 
 from segmentation_pipeline.core.markdown import md, md_table
 from segmentation_pipeline.core.report_inputs import ReportInputs
-from segmentation_pipeline.core.selection import UNSTABLE_CHOICE
+from segmentation_pipeline.core.selection import UNSTABLE_CAUTION, UNSTABLE_CHOICE
 
 REPORT_TITLE = "Customer segmentation report"
 MISSING = "—"
@@ -480,8 +480,8 @@ def cautions(inputs: ReportInputs) -> list[Paragraph]:
     if UNSTABLE_CHOICE in str(inputs.run.get("selection_rule") or ""):
         notes.append(
             Paragraph(
-                "no model was stable under resampling (see the model selection): treat these "
-                "segments as unstable, and do not base campaigns on their boundaries.",
+                f"{UNSTABLE_CAUTION} (see the model selection), and do not base campaigns on "
+                "their boundaries.",
                 note=True,
                 label="Caution",
             )

@@ -66,9 +66,13 @@ HEADER_ALIASES: dict[str, str] = {
     "age": "age",
     "annualincome": "annual_income",
     "annualincomek": "annual_income",
+    "annualincomekusd": "annual_income",
+    "annualincomeusdk": "annual_income",
     "annualincomeusd": "annual_income",  # refused by its unit, with the fix (source_file.py)
     "income": "annual_income",
     "incomek": "annual_income",
+    "incomekusd": "annual_income",
+    "incomeusdk": "annual_income",
     "incomeusd": "annual_income",  # refused by its unit, as above
     "spendingscore": "spending_score",
     "spendingscore1100": "spending_score",

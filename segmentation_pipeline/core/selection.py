@@ -56,6 +56,8 @@ def algorithms_for(engine: str, requested: Sequence[str]) -> tuple[str, ...]:
     the engine fits.
     """
     names = tuple(requested)
+    if len(set(names)) != len(names):
+        raise ValueError(f"algorithms must not repeat, got {list(names)}")
     if engine == "spark":
         if set(names) == set(ALGORITHMS):
             return SPARK_ALGORITHMS
@@ -71,8 +73,6 @@ def algorithms_for(engine: str, requested: Sequence[str]) -> tuple[str, ...]:
         unknown = [name for name in names if name not in SIMPLICITY]
         if unknown:
             raise ValueError(f"unknown algorithm(s) {unknown}; known: {list(ALGORITHMS)}")
-    if len(set(names)) != len(names):
-        raise ValueError(f"algorithms must not repeat, got {list(names)}")
     return names
 
 
@@ -336,6 +336,8 @@ def count_distinct_sorted(sorted_rows: np.ndarray) -> int:
 
 # How a selection rule says that no candidate was stable (the summary looks for it).
 UNSTABLE_CHOICE = "NO candidate reached bootstrap stability"
+# What the run's summary and its report then say.
+UNSTABLE_CAUTION = "no model was stable under resampling: treat these segments as unstable"
 
 
 def choose_candidate(

@@ -322,6 +322,8 @@ class Warehouse:
             before = _file_identity(self.path)
             try:
                 con = _attach_read_only(self.path, config)
+            except WarehouseBusyError:
+                raise  # another process holds it read-write: no rename race, no use waiting
             except duckdb.Error:
                 time.sleep(0.05 * attempt)
                 continue

@@ -52,11 +52,6 @@ _BISECTING_SHIFT = 10.0
 _FIT_THREADS = 4
 
 
-def spark_algorithms(requested: Sequence[str]) -> tuple[str, ...]:
-    """The MLlib algorithms to try for a run's ``algorithms`` setting (see algorithms_for)."""
-    return algorithms_for("spark", requested)
-
-
 class ModelSearch:
     """Candidates over algorithms and k, fitted with Spark MLlib, chosen by the local rule.
 
@@ -94,7 +89,7 @@ class ModelSearch:
         sizes: SampleSizes | None = None,
     ) -> None:
         self.session = session
-        self.algorithms = spark_algorithms(algorithms)
+        self.algorithms = algorithms_for("spark", algorithms)
         self.sizes = sizes or SampleSizes()
         self.seed = seed
         self.stability_threshold = stability_threshold
