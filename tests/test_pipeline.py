@@ -429,3 +429,25 @@ def test_raw_customers_alone_says_that_nothing_is_published(mall_csv, warehouse)
         "This run does not publish (published_warehouse is not selected)" in m for m in messages
     )
     assert not warehouse.exists()
+
+
+def test_assets_launched_without_their_checks_publish_nothing(published_mall, mall_csv, write_csv):
+    """The launchpad's "Include asset checks" unticked ran the assets alone: a file with 5 %
+    of its rows rejected (limit 1 %) was published, and the run ended green."""
+    rows = mall_csv.read_text().splitlines()
+    bad = write_csv("\n".join(rows[:11] + [f"{r.split(',')[0]},Male,abc,1,1" for r in rows[11:21]]))
+    before = file_sha256(published_mall)
+
+    result = materialize(
+        bad, published_mall, dg.AssetSelection.all() - dg.AssetSelection.all_asset_checks()
+    )
+
+    assert not result.success
+    assert not result.get_asset_check_evaluations()  # the checks were left out
+    [failure] = [e for e in result.all_events if e.is_step_failure]
+    assert failure.step_key == "published_warehouse"
+    assert failure.step_failure_data.user_failure_data.description.startswith(
+        "not published: the blocking checks customer_ids_unique, required_fields_present, "
+        "values_in_range, reject_share_within_limit, customer_count_kept did not run"
+    )
+    assert file_sha256(published_mall) == before

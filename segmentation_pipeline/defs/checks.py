@@ -85,3 +85,18 @@ def staged_customer_checks(
             metadata=outcome.metadata,
             severity=dg.AssetCheckSeverity.ERROR,
         )
+
+
+def blocking_checks_not_passed(instance: dg.DagsterInstance, run_id: str) -> list[str]:
+    """The blocking checks without a passed evaluation in this run.
+
+    A check that fails stops every downstream step; one that did not run stops nothing:
+    the launchpad's "Include asset checks" unticked runs the assets alone, and a file with
+    5 % of its rows rejected was published. So publishing asks for all of them.
+    """
+    records = instance.get_records_for_run(
+        run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
+    ).records
+    evaluations = [record.event_log_entry.dagster_event.event_specific_data for record in records]
+    passed = {e.check_name for e in evaluations if e.passed and e.asset_key == raw_customers.key}
+    return [name for name in _CHECKS if name not in passed]

@@ -9,6 +9,7 @@ from segmentation_pipeline.core.validation import run_is_complete
 from segmentation_pipeline.core.views import create_views
 from segmentation_pipeline.defs.assets.common import GROUP, TRANSIENT_RETRY, stops_when_interrupted
 from segmentation_pipeline.defs.assets.profiles import segment_profiles
+from segmentation_pipeline.defs.checks import blocking_checks_not_passed
 from segmentation_pipeline.defs.resources import WarehouseResource
 
 PUBLISHED_TABLES = (
@@ -42,6 +43,13 @@ def published_warehouse(
         context.log.info(f"Already published to {warehouse.warehouse.path} by an earlier attempt.")
         return dg.MaterializeResult(
             metadata={"path": dg.MetadataValue.path(str(warehouse.warehouse.path))}
+        )
+    if unchecked := blocking_checks_not_passed(context.instance, run_id):
+        raise dg.Failure(
+            description=f"not published: the blocking checks {', '.join(unchecked)} did not "
+            "run in this run (were the asset checks left out of the launch?). Materialize the "
+            "whole segmentation group with its checks (segmentation_job).",
+            allow_retries=False,
         )
     with warehouse.staged_connection(run_id) as con:
         complete = run_is_complete(con, run_id)
