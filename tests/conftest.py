@@ -36,6 +36,16 @@ MALL_CSV = next(
     REPO_ROOT.parent / "shared" / "data" / "Mall_Customers.csv",
 )
 KAGGLE_HEADER = "CustomerID,Genre,Age,Annual Income (k$),Spending Score (1-100)"
+# The assets of the segmentation group, in the order the job materializes them.
+PIPELINE_ASSETS = (
+    "raw_customers",
+    "customer_features",
+    "segmentation_model",
+    "customer_segments",
+    "segment_profiles",
+    "published_warehouse",
+    "segment_report",
+)
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import subprocess
 import dagster as dg
 
 from segmentation_pipeline.definitions import defs
-from tests.conftest import REPO_ROOT, subprocess_env
+from tests.conftest import PIPELINE_ASSETS, REPO_ROOT, subprocess_env
 
 BIN = REPO_ROOT / ".venv" / "bin"
 
@@ -61,15 +61,7 @@ def test_job_covers_the_group_with_blocking_checks_in_process():
     job = definitions.resolve_job_def("segmentation_job")
     assert job.executor_def is dg.in_process_executor
     keys = {key.to_user_string() for key in job.asset_layer.selected_asset_keys}
-    assert {
-        "raw_customers",
-        "customer_features",
-        "segmentation_model",
-        "customer_segments",
-        "segment_profiles",
-        "published_warehouse",
-        "segment_report",
-    } <= keys
+    assert set(PIPELINE_ASSETS) <= keys
     checks = {
         spec.key.name: spec
         for checks_def in definitions.asset_checks

@@ -27,7 +27,7 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from tests.conftest import KAGGLE_HEADER, MALL_CSV, REPO_ROOT, subprocess_env
+from tests.conftest import KAGGLE_HEADER, MALL_CSV, PIPELINE_ASSETS, REPO_ROOT, subprocess_env
 
 pytestmark = pytest.mark.e2e
 
@@ -37,15 +37,6 @@ LOAD_TIMEOUT = 180.0
 RUN_TIMEOUT = 180.0
 SCHEDULE_TIMEOUT = 180.0  # first tick within a minute, then queued behind the manual run
 
-ASSETS = [
-    "raw_customers",
-    "customer_features",
-    "segmentation_model",
-    "customer_segments",
-    "segment_profiles",
-    "published_warehouse",
-    "segment_report",
-]
 
 REPOSITORY_QUERY = """
 query Repository($selector: RepositorySelector!) {
@@ -232,7 +223,7 @@ def test_ui_shows_assets_checks_job_schedule_and_sensors(dev):
     assert repository["__typename"] == "Repository", repository
 
     assets = {"/".join(node["assetKey"]["path"]) for node in repository["assetNodes"]}
-    assert set(ASSETS) <= assets
+    assert set(PIPELINE_ASSETS) <= assets
     checks = {
         check["name"]: check["blocking"]
         for node in repository["assetNodes"]
@@ -262,7 +253,7 @@ def test_launched_and_scheduled_runs_publish_one_at_a_time(dev, paths):
     run_id = launched["run"]["runId"]
     # The Assets page's *Materialize all* launches Dagster's implicit job, without the tags
     # of segmentation_job: it started beside the launched run, both racing for the lock.
-    selection = [{"path": [name]} for name in ASSETS]
+    selection = [{"path": [name]} for name in PIPELINE_ASSETS]
     assets_page = {
         "selector": {**REPOSITORY, "jobName": "__ASSET_JOB", "assetSelection": selection},
         "runConfigData": {},
