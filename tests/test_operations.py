@@ -385,6 +385,25 @@ def test_failure_alert_before_any_step_gives_the_resources_own_reason(tmp_path):
     assert "DagsterResourceFunctionError" not in alert and "PublishError" not in alert
 
 
+def test_the_alert_of_a_run_that_failed_after_publishing_says_it_published(tmp_path, mall_csv):
+    """A report that failed after the publish raised an alert that read as a refresh that
+    did not land, while the new results were live."""
+    warehouse = tmp_path / "w.duckdb"
+    (tmp_path / "reports").write_text("a file where the reports folder goes")
+    with dg.instance_for_test() as instance:
+        result = _run_job(instance, mall_csv, warehouse)
+        assert not result.success
+
+        alert = _alert_for(instance, result)
+
+    assert f"run {result.run_id} failed at step segment_report: " in alert
+    assert alert.endswith(
+        "; its results were published before that (materialize segment_report to render the "
+        "report again)"
+    )
+    assert warehouse.exists()
+
+
 def test_failed_runs_of_the_assets_page_are_alerted_too(tmp_path):
     """The Assets page's *Materialize* runs Dagster's implicit asset job, whose failures were
     never alerted: the sensor kept to segmentation_job. Runs of other code locations are

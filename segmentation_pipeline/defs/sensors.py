@@ -180,7 +180,24 @@ def failure_alert(context: dg.RunFailureSensorContext) -> str:
     else:
         where = "before any step ran"
     text = " ".join(reason.split())  # one line, whatever the error looked like
+    if _published(context):
+        text += (
+            "; its results were published before that (materialize segment_report to render "
+            "the report again)"
+        )
     return f"ALERT {run.job_name} run {run.run_id} failed {where}: {text}"
+
+
+def _published(context: dg.RunFailureSensorContext) -> bool:
+    """Whether the failed run published its results before it failed (the report is the
+    one step after the publish): the alert must not read as a refresh that did not land."""
+    records = context.instance.get_records_for_run(
+        context.dagster_run.run_id, of_type=dg.DagsterEventType.ASSET_MATERIALIZATION
+    ).records
+    return any(
+        record.event_log_entry.dagster_event.asset_key == dg.AssetKey("published_warehouse")
+        for record in records
+    )
 
 
 def _failed_check_reason(context: dg.RunFailureSensorContext) -> str | None:
