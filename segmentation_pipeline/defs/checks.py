@@ -94,9 +94,18 @@ def blocking_checks_not_passed(instance: dg.DagsterInstance, run_id: str) -> lis
     the launchpad's "Include asset checks" unticked runs the assets alone, and a file with
     5 % of its rows rejected was published. So publishing asks for all of them.
     """
+    passed = {
+        e.check_name
+        for e in run_check_evaluations(instance, run_id)
+        if e.passed and e.asset_key == raw_customers.key
+    }
+    return [name for name in _CHECKS if name not in passed]
+
+
+def run_check_evaluations(instance: dg.DagsterInstance, run_id: str) -> list:
+    """Every asset check evaluation the run recorded (``AssetCheckEvaluation``s), in order:
+    what the publish step, the report and the failure alert read of the checks."""
     records = instance.get_records_for_run(
         run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
     ).records
-    evaluations = [record.event_log_entry.dagster_event.event_specific_data for record in records]
-    passed = {e.check_name for e in evaluations if e.passed and e.asset_key == raw_customers.key}
-    return [name for name in _CHECKS if name not in passed]
+    return [record.event_log_entry.dagster_event.event_specific_data for record in records]

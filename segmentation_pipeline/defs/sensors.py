@@ -30,6 +30,7 @@ from segmentation_pipeline.core import locations
 from segmentation_pipeline.core.errors import error_text
 from segmentation_pipeline.core.process_identity import process_is_gone
 from segmentation_pipeline.core.warehouse import Warehouse
+from segmentation_pipeline.defs.checks import run_check_evaluations
 from segmentation_pipeline.defs.jobs import CODE_LOCATION, segmentation_job
 from segmentation_pipeline.defs.resources import SegmentationSettings
 
@@ -202,17 +203,8 @@ def _published(context: dg.RunFailureSensorContext) -> bool:
 
 def _failed_check_reason(context: dg.RunFailureSensorContext) -> str | None:
     """A failed blocking check's own description says more than the step's error."""
-    records = context.instance.get_records_for_run(
-        context.dagster_run.run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
-    ).records
-    for record in records:
-        event = record.event_log_entry.dagster_event
-        evaluation = event.event_specific_data if event else None
-        if (
-            evaluation is not None
-            and not evaluation.passed
-            and evaluation.severity == dg.AssetCheckSeverity.ERROR
-        ):
+    for evaluation in run_check_evaluations(context.instance, context.dagster_run.run_id):
+        if not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.ERROR:
             return f"check {evaluation.check_name} failed: {evaluation.description}"
     return None
 

@@ -11,6 +11,7 @@ from segmentation_pipeline.core.report_job import SHOWN_PROFILE_COLUMNS, write_r
 from segmentation_pipeline.core.warehouse import Warehouse
 from segmentation_pipeline.defs.assets.common import GROUP, TRANSIENT_RETRY, stops_when_interrupted
 from segmentation_pipeline.defs.assets.publish import published_warehouse
+from segmentation_pipeline.defs.checks import run_check_evaluations
 from segmentation_pipeline.defs.resources import WarehouseResource
 
 
@@ -39,13 +40,9 @@ def run_to_report(context: dg.AssetExecutionContext, published: Warehouse) -> st
 def drift_warnings(instance: dg.DagsterInstance, run_id: str) -> list[str]:
     """The run's asset checks that warned ("check: description"), as recorded: the drift
     checks publish all the same, so the report repeats what they said."""
-    records = instance.get_records_for_run(
-        run_id, of_type=dg.DagsterEventType.ASSET_CHECK_EVALUATION
-    ).records
-    evaluations = [record.event_log_entry.dagster_event.event_specific_data for record in records]
     return [
         f"{evaluation.check_name}: {evaluation.description}"
-        for evaluation in evaluations
+        for evaluation in run_check_evaluations(instance, run_id)
         if not evaluation.passed and evaluation.severity == dg.AssetCheckSeverity.WARN
     ]
 
